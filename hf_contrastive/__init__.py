@@ -1,0 +1,31 @@
+"""hf_contrastive: contrastive training objectives for the Hugging Face ecosystem.
+
+Importing the package registers its model classes with ``AutoConfig`` / ``AutoModel`` so that
+``AutoModel.from_pretrained(path)`` loads them without ``trust_remote_code``. Trainers, data and evaluation
+helpers are imported lazily (``from transformers import Trainer`` alone costs seconds).
+"""
+
+import importlib
+from typing import Any
+
+from .models import ContrastiveEncoder, ContrastiveEncoderConfig
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ContrastiveTrainer": "hf_contrastive.trainers",
+    "ContrastiveConfig": "hf_contrastive.trainers",
+    "InfoNCE": "hf_contrastive.objectives",
+    "GradientCache": "hf_contrastive.cache",
+    "ContrastiveCollator": "hf_contrastive.data",
+    "NoDuplicatesBatchSampler": "hf_contrastive.data",
+    "STSEvaluator": "hf_contrastive.evaluation",
+}
+
+__all__ = ["ContrastiveEncoder", "ContrastiveEncoderConfig", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hf_contrastive' has no attribute {name!r}")
