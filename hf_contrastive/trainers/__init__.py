@@ -1,0 +1,5 @@
+"""Trainers: Trainer subclasses and their config dataclasses."""
+
+from .contrastive import ContrastiveConfig, ContrastiveTrainer
+
+__all__ = ["ContrastiveConfig", "ContrastiveTrainer"]

@@ -1,0 +1,493 @@
+"""ContrastiveTrainer: a ``transformers.Trainer`` for any objective over an embedding matrix.
+
+The trainer owns what is common to every in-batch objective: one merged forward for all text columns, the
+objective picked by name from the config, the gradient cache, the global no-duplicates sampler, exact gathers
+across ranks (inside the objective), evaluator hooks, start-up checks and the model card. Objectives only see
+``{column: embeddings}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .. import distributed
+from ..cache import GradientCache
+from ..data import ContrastiveCollator, NoDuplicatesBatchSampler, infer_text_columns, validate_contrastive_columns
+from ..hub import CardEvalResult, ContrastiveCardData, build_model_card, dataset_statistics
+from ..objectives import ContrastiveObjective, build_objective, split_columns
+from ..objectives.info_nce import negative_columns
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVE_STATE_FILE = "objective.pt"
+
+
+@dataclass
+class ContrastiveConfig(TrainingArguments):
+    """``TrainingArguments`` plus the contrastive settings; every field can be set from a recipe YAML."""
+
+    objective: str = field(default="info_nce", metadata={"help": "Objective name (see hf_contrastive.objectives)."})
+    temperature: float = field(default=0.05, metadata={"help": "Softmax temperature tau (SimCSE: 0.05)."})
+    learnable_temperature: bool = field(default=False, metadata={"help": "Learn log(1/tau), CLIP-style."})
+    similarity: str = field(default="cosine", metadata={"help": "'cosine' or 'dot'."})
+    symmetric: bool = field(default=False, metadata={"help": "Add the positive-to-anchor direction."})
+    mask_false_negatives: bool = field(
+        default=True, metadata={"help": "Mask in-batch candidates whose input text equals the anchor's or positive's."}
+    )
+    gather_across_devices: bool = field(
+        default=True, metadata={"help": "Negatives from every rank (local loss, exact gradients)."}
+    )
+    gradient_cache: bool = field(
+        default=False, metadata={"help": "GradCache: large batches at the memory of one mini-batch."}
+    )
+    cache_token_budget: int = field(
+        default=16384, metadata={"help": "Tokens (rows x padded length) per cached mini-batch."}
+    )
+    no_duplicates_sampler: bool = field(
+        default=True, metadata={"help": "Build global batches with no repeated text across ranks."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Truncate texts to this many tokens."})
+    raise_on_nonfinite_loss: bool = field(
+        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: contrastive columns are not model forward arguments."}
+    )
+    dataloader_drop_last: bool = field(
+        default=True, metadata={"help": "Equal batch sizes on every rank (required by the gather)."}
+    )
+
+    def objective_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``build_objective`` taken from this config."""
+        return {
+            "temperature": self.temperature,
+            "learnable_temperature": self.learnable_temperature,
+            "similarity": self.similarity,
+            "symmetric": self.symmetric,
+            "mask_false_negatives": self.mask_false_negatives,
+            "gather_across_devices": self.gather_across_devices,
+        }
+
+
+class ContrastiveTrainer(Trainer):
+    """Train a :class:`~hf_contrastive.ContrastiveEncoder` (or any model returning ``.embeddings``).
+
+    Args:
+        model: the encoder (a PEFT-wrapped one works too).
+        args: a :class:`ContrastiveConfig`.
+        train_dataset / eval_dataset: ``datasets.Dataset`` with a ``text`` column (unsupervised, two dropout
+            views) or ``anchor, positive[, negative_1..k]``.
+        processing_class: the tokenizer (required unless ``data_collator`` is given).
+        objective: an objective instance; default ``build_objective(args.objective, **args.objective_kwargs())``.
+        evaluator: callable ``evaluator(encode_fn) -> dict[str, float]`` (e.g. ``STSEvaluator``), run on the main
+            process at each evaluation, its metrics broadcast to all ranks.
+        text_columns: the ordered text columns; inferred from ``train_dataset`` when omitted.
+    """
+
+    _tag_names = ["hf_contrastive", "contrastive-learning", "sentence-embeddings"]
+    # compute_loss returns a per-batch mean: the Trainer must divide it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model=None,
+        args: ContrastiveConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        objective: ContrastiveObjective | None = None,
+        evaluator=None,
+        text_columns: list[str] | None = None,
+        data_collator=None,
+        **kwargs,
+    ) -> None:
+        args = args or ContrastiveConfig(output_dir="outputs")
+        if not isinstance(args, ContrastiveConfig):
+            raise TypeError(f"args must be a ContrastiveConfig, got {type(args).__name__}.")
+        self.objective = objective or build_objective(args.objective, **args.objective_kwargs())
+        self.evaluator = evaluator
+        self.text_columns = text_columns or (infer_text_columns(train_dataset.column_names) if train_dataset else None)
+        if train_dataset is not None:
+            validate_contrastive_columns(train_dataset, self.text_columns)
+        if eval_dataset is not None:
+            validate_contrastive_columns(eval_dataset, self.text_columns)
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("ContrastiveTrainer needs processing_class (the tokenizer) or a data_collator.")
+            check_tokenizer_matches_model(processing_class, model)
+            data_collator = ContrastiveCollator(processing_class, self.text_columns, max_length=args.max_length)
+        eval_strategy = args.eval_strategy
+        if evaluator is not None and eval_dataset is None:
+            # Trainer refuses an eval strategy without eval_dataset; our evaluate() runs the evaluator alone.
+            args.eval_strategy = "no"
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            data_collator=data_collator,
+            **kwargs,
+        )
+        self.args.eval_strategy = eval_strategy
+        self.objective.to(self.args.device)
+        padding_side = getattr(processing_class, "padding_side", "right")
+        self.gradient_cache = (
+            GradientCache(args.cache_token_budget, padding_side=padding_side) if args.gradient_cache else None
+        )
+        # The Trainer zeroes only the model's gradients after each optimizer step; the objective's are ours.
+        self.add_callback(ZeroObjectiveGradients(self.objective))
+        self._objective_log_sums: dict[str, float] = {}
+        self._objective_log_count = 0
+        self.check_configuration()
+
+    # ----------------------------------------------------------------------------------------------- checks
+    def check_configuration(self) -> None:
+        """Refuse flag combinations that would train silently wrong; called before any step."""
+        args = self.args
+        if args.gradient_cache and self.is_deepspeed_enabled:
+            raise ValueError(
+                "gradient_cache=True is not supported with DeepSpeed (its engine owns backward); use DDP or FSDP."
+            )
+        if args.gradient_cache and args.cache_token_budget < args.max_length:
+            raise ValueError(
+                f"cache_token_budget={args.cache_token_budget} is smaller than max_length={args.max_length}: "
+                "one row would not fit in a mini-batch."
+            )
+        if args.world_size > 1 and args.gather_across_devices and not args.dataloader_drop_last:
+            raise ValueError(
+                "gather_across_devices=True needs dataloader_drop_last=True: every rank must gather the same "
+                "number of rows."
+            )
+        if self.text_columns is not None:
+            has_negatives = bool(negative_columns(tuple(self._role_names())))
+            global_batch = args.per_device_train_batch_size * (args.world_size if args.gather_across_devices else 1)
+            if global_batch < 2 and not has_negatives:
+                raise ValueError(
+                    f"In-batch negatives need at least 2 rows per (gathered) batch, but the batch holds {global_batch} "
+                    "and there is no negative column: raise per_device_train_batch_size."
+                )
+
+    def _role_names(self) -> tuple[str, ...]:
+        collator = self.data_collator
+        return tuple(getattr(collator, "column_names", None) or self.text_columns)
+
+    # ----------------------------------------------------------------------------------------------- facts
+    def contrastive_facts(self) -> dict[str, Any]:
+        """What a reader of the run needs to know about its batches and negatives (logged and put in the card)."""
+        args = self.args
+        world = args.world_size if args.gather_across_devices else 1
+        global_batch = args.per_device_train_batch_size * args.world_size
+        gathered_rows = args.per_device_train_batch_size * world
+        negatives_per_row = len(negative_columns(self._role_names()))
+        return {
+            "world_size": args.world_size,
+            "per_device_batch": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "global_batch": global_batch,
+            "effective_negatives_per_anchor": gathered_rows * (1 + negatives_per_row) - 1,
+            "hard_negatives_per_anchor": negatives_per_row,
+            "objective": self.objective.name,
+            "temperature": getattr(self.objective, "temperature", None),
+            "learnable_temperature": getattr(self.objective, "learnable_temperature", None),
+            "gather_across_devices": args.gather_across_devices,
+            "gradient_cache": args.gradient_cache,
+            "cache_token_budget": args.cache_token_budget if args.gradient_cache else None,
+            "sampler": "no-duplicates (global)" if args.no_duplicates_sampler else "random",
+            "mask_false_negatives": getattr(self.objective, "mask_false_negatives", None),
+        }
+
+    def train(self, *args, **kwargs):
+        facts = self.contrastive_facts()
+        message = (
+            f"Contrastive training: global batch {facts['global_batch']} over {facts['world_size']} process(es), "
+            f"{facts['effective_negatives_per_anchor']} negatives per anchor "
+            f"({facts['hard_negatives_per_anchor']} hard), gradient cache "
+            f"{'on (' + str(facts['cache_token_budget']) + ' tokens)' if facts['gradient_cache'] else 'off'}, "
+            f"sampler {facts['sampler']}."
+        )
+        if self.args.gradient_accumulation_steps > 1:
+            message += " Gradient accumulation adds no negatives; use gradient_cache for larger in-batch pools."
+        logger.warning(message)
+        return super().train(*args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- data
+    def get_train_dataloader(self) -> DataLoader:
+        if not self.args.no_duplicates_sampler or self.train_dataset is None:
+            return super().get_train_dataloader()
+        sampler = NoDuplicatesBatchSampler(
+            self.train_dataset,
+            batch_size=self.args.per_device_train_batch_size,
+            world_size=self.args.world_size,
+            text_columns=self.text_columns,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            drop_last=True,
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+        )
+        return self.accelerator.prepare(loader)
+
+    # ----------------------------------------------------------------------------------------------- loss
+    def embed(self, model, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model call: token features [N, L] -> embeddings [N, D]."""
+        return model(**features).embeddings
+
+    @staticmethod
+    def model_features(inputs: dict) -> dict[str, torch.Tensor]:
+        return {key: inputs[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in inputs}
+
+    def objective_loss(self, embeddings: torch.Tensor, inputs: dict) -> tuple[torch.Tensor, dict]:
+        output = self.objective(split_columns(embeddings, tuple(inputs["column_names"])), inputs)
+        self._check_finite(output.loss)
+        return output.loss, output.logs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        embeddings = self.embed(model, self.model_features(inputs))
+        loss, logs = self.objective_loss(embeddings, inputs)
+        if model.training:
+            self._accumulate_logs(logs)
+        return (loss, {"embeddings": embeddings}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.gradient_cache is None:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        else:
+            loss = self._cached_training_step(model, inputs)
+        self._average_objective_gradients()
+        return loss
+
+    def _cached_training_step(self, model, inputs) -> torch.Tensor:
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+
+        def embed(features):
+            with self.compute_loss_context_manager():
+                return self.embed(model, features)
+
+        loss, logs = self.gradient_cache.step(
+            embed,
+            self.model_features(inputs),
+            loss_fn=lambda embeddings: self.objective_loss(embeddings, inputs),
+            loss_scale=1.0 / self.current_gradient_accumulation_steps,
+            backward=self.accelerator.backward,
+            no_sync=partial(self.accelerator.no_sync, model) if self.args.world_size > 1 else None,
+        )
+        self._accumulate_logs(logs)
+        return loss / self.current_gradient_accumulation_steps
+
+    def _average_objective_gradients(self) -> None:
+        """Objective parameters (a learned temperature) sit outside DDP: average their gradients by hand."""
+        if not distributed.is_distributed():
+            return
+        for parameter in self.objective.parameters():
+            if parameter.grad is not None:
+                torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
+                parameter.grad /= distributed.world_size()
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if self.args.raise_on_nonfinite_loss and not torch.isfinite(loss.detach()).item():
+            raise FloatingPointError(
+                f"The {self.objective.name} loss is {loss.item()} at step {self.state.global_step}. Lower the "
+                "learning_rate, raise the temperature, use bf16 rather than fp16, or check the inputs for empty "
+                "texts; set raise_on_nonfinite_loss=False to skip such steps instead."
+            )
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ----------------------------------------------------------------------------------------------- optimizer
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
+        parameters = [p for p in self.objective.parameters() if p.requires_grad]
+        if parameters:
+            optimizer.add_param_group({"params": parameters, "weight_decay": 0.0})
+        return optimizer
+
+    # ----------------------------------------------------------------------------------------------- logging
+    def _accumulate_logs(self, logs: dict[str, torch.Tensor]) -> None:
+        for key, value in logs.items():
+            self._objective_log_sums[key] = self._objective_log_sums.get(key, 0.0) + float(value)
+        self._objective_log_count += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._objective_log_count:
+            for key, total in self._objective_log_sums.items():
+                logs[key] = round(total / self._objective_log_count, 4)
+            self._objective_log_sums, self._objective_log_count = {}, 0
+        super().log(logs, start_time)
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        has_dataset = eval_dataset is not None or self.eval_dataset is not None
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix) if has_dataset else {}
+        if self.evaluator is not None:
+            evaluator_metrics = self.run_evaluator(metric_key_prefix)
+            self.log(evaluator_metrics)
+            metrics.update(evaluator_metrics)
+            if not has_dataset:  # super().evaluate did not run: tell the callbacks (resets should_evaluate)
+                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def run_evaluator(self, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Run the evaluator once on the main process and share its metrics with every rank."""
+        results: list[dict[str, float] | None] = [None]
+        if self.args.process_index == 0:
+            model = self.accelerator.unwrap_model(self.model)
+            encode = partial(
+                model.encode,
+                tokenizer=self.processing_class,
+                batch_size=self.args.eval_batch_size,
+                max_length=self.args.max_length,
+            )
+            results[0] = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluator(encode).items()}
+        if distributed.is_distributed():
+            torch.distributed.broadcast_object_list(results, src=0)
+        return results[0]
+
+    # ----------------------------------------------------------------------------------------------- model card
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        eval_results: list[CardEvalResult] | None = None,
+        tags: list[str] | None = None,
+        language: str | None = None,
+        license: str | None = None,
+        finetuned_from: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Write ``README.md`` into ``output_dir`` from what this run knows (``push_to_hub`` calls it too).
+
+        ``eval_results`` default to the last ``eval_*`` metrics logged by the evaluator.
+        """
+        if not self.is_world_process_zero():
+            return
+        card = build_model_card(
+            ContrastiveCardData(
+                objective=self.objective.name,
+                repo_id=self.args.hub_model_id
+                or model_name
+                or os.path.basename(os.path.abspath(self.args.output_dir)),
+                model_name=model_name,
+                base_model=finetuned_from or self._base_model_name(),
+                paper=self.objective.paper,
+                objective_config=self.objective.get_config_dict(),
+                datasets=[dataset_name] if isinstance(dataset_name, str) else list(dataset_name or []),
+                language=language,
+                license=license,
+                tags=[*self._tag_names, *(tags or [])],
+                model_details=self._model_details(),
+                dataset_stats=self._dataset_stats(),
+                contrastive_facts=self.contrastive_facts(),
+                training_args=self.args,
+                eval_results=eval_results if eval_results is not None else self._logged_eval_results(),
+                training_summary=self._training_summary(),
+                citations=[self.objective.citation] if self.objective.citation else [],
+            )
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    def _encoder(self):
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _base_model_name(self) -> str | None:
+        return getattr(self._encoder().config, "base_model_name_or_path", None)
+
+    def _model_details(self) -> dict[str, Any]:
+        model = self._encoder()
+        config = model.config
+        details = {
+            "architecture": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "max_length": self.args.max_length,
+        }
+        for key in ("pooling", "normalize", "projection_dim", "embedding_dim"):
+            if hasattr(config, key):
+                details[key] = getattr(config, key)
+        backbone = getattr(config, "backbone_config", None)
+        if backbone is not None:
+            details["backbone"] = backbone.model_type
+        if self.model is not model:
+            details["adapter"] = "PEFT (see adapter_config.json)"
+        return details
+
+    def _dataset_stats(self) -> dict[str, Any] | None:
+        if self.train_dataset is None or not hasattr(self.train_dataset, "__len__") or len(self.train_dataset) == 0:
+            return None
+        return dataset_statistics(self.train_dataset, self.text_columns, self.processing_class)
+
+    def _logged_eval_results(self) -> list[CardEvalResult]:
+        latest = {}
+        for entry in self.state.log_history:
+            latest.update({k: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, float)})
+        return [
+            CardEvalResult(
+                dataset_name="evaluator", dataset_type="evaluator", metric_type=key[len("eval_") :], value=v
+            )
+            for key, v in latest.items()
+            if key not in ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+        ]
+
+    def _training_summary(self) -> dict[str, Any]:
+        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
+        summary = {"steps": self.state.global_step, "epochs": round(self.state.epoch or 0.0, 3)}
+        if losses:
+            summary["final train loss"] = round(losses[-1], 4)
+        return summary
+
+    # ----------------------------------------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save and any(True for _ in self.objective.parameters()):
+            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+            torch.save(self.objective.state_dict(), os.path.join(folder, OBJECTIVE_STATE_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, OBJECTIVE_STATE_FILE)
+        if os.path.exists(path):
+            self.objective.load_state_dict(torch.load(path, map_location=self.args.device))
+
+
+class ZeroObjectiveGradients(TrainerCallback):
+    """Clear the objective's gradients after every optimizer step (they would otherwise accumulate forever)."""
+
+    def __init__(self, objective: ContrastiveObjective) -> None:
+        self.objective = objective
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.objective.zero_grad(set_to_none=True)
+
+
+def check_tokenizer_matches_model(tokenizer, model) -> None:
+    """Refuse a tokenizer whose ids the model's embedding table cannot hold (a mismatched tokenizer)."""
+    if tokenizer is None or model is None or not hasattr(model, "get_input_embeddings"):
+        return
+    try:
+        vocab_rows = model.get_input_embeddings().num_embeddings
+    except (AttributeError, NotImplementedError):
+        return
+    if len(tokenizer) > vocab_rows:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's embedding table has {vocab_rows} rows: "
+            "they do not belong together. Load the tokenizer saved with the model, or resize the embeddings."
+        )

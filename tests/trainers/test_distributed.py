@@ -1,0 +1,60 @@
+"""Exact multi-process training: 2 processes x batch B == 1 process x batch 2B (gloo on CPU).
+
+Covers the plain and the cached step, hard negatives, the false-negative mask and a learned temperature (whose
+gradient lives outside DDP). Gradients are compared at every optimizer step, losses as logged.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from .ddp_worker import MODES, run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_global_batch(tmp_path, tiny_tokenizer):
+    tiny_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    out_file = tmp_path / "ddp.pt"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "tests.trainers.ddp_worker",
+        str(tmp_path / "tokenizer"),
+        str(out_file),
+        "4",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    distributed = torch.load(out_file)
+    single = run(str(tmp_path / "tokenizer"), per_device_batch=8, output_dir=str(tmp_path / "single"))
+
+    for mode in MODES:
+        assert distributed[mode]["world_size"] == 2 and single[mode]["world_size"] == 1
+        assert distributed[mode]["losses"] == pytest.approx(single[mode]["losses"], abs=1e-5), mode
+        assert len(distributed[mode]["gradients"]) == len(single[mode]["gradients"]) == 2
+        for step, (got, expected) in enumerate(zip(distributed[mode]["gradients"], single[mode]["gradients"])):
+            assert got.keys() == expected.keys()
+            for name in expected:
+                torch.testing.assert_close(
+                    got[name], expected[name], atol=1e-5, rtol=1e-4, msg=f"{mode} step {step} {name}"
+                )
