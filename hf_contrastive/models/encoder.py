@@ -50,6 +50,8 @@ class ContrastiveEncoderConfig(PretrainedConfig):
         self.pooling = pooling
         self.projection_dim = projection_dim
         self.normalize = normalize
+        if backbone_config is not None:  # the Trainer aligns (and warns about) a pad id missing from the outer config
+            kwargs.setdefault("pad_token_id", backbone_config.pad_token_id)
         super().__init__(**kwargs)
 
     @property
