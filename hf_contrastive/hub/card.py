@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import platform
 import re
 from collections.abc import Iterable, Sequence
@@ -216,6 +217,15 @@ def card_tags(data: ContrastiveCardData) -> list[str]:
     return list(dict.fromkeys([*tags, *data.tags]))
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
 def split_non_default_args(args: TrainingArguments) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split `args.to_dict()` into (values changed from the defaults, values left at the defaults).
 
@@ -223,7 +233,15 @@ def split_non_default_args(args: TrainingArguments) -> tuple[dict[str, Any], dic
     its own defaults and fields derived from `output_dir` compare equal. Paths, run names and tokens
     (`PER_RUN_FIELDS`) are dropped: they are not hyperparameters and a token must never reach a card.
     """
-    reference = type(args)(output_dir=args.output_dir).to_dict()
+    # A default instance built inside a distributed run warns that it is not distributed itself: not news. (Lowering
+    # the verbosity instead would change the defaults themselves: disable_tqdm follows the log level.)
+    args_logger = logging.getLogger("transformers.training_args")
+    quiet = _DropMessages("parallel_mode != ParallelMode.DISTRIBUTED")
+    args_logger.addFilter(quiet)
+    try:
+        reference = type(args)(output_dir=args.output_dir).to_dict()
+    finally:
+        args_logger.removeFilter(quiet)
     non_default: dict[str, Any] = {}
     default: dict[str, Any] = {}
     for key, value in args.to_dict().items():

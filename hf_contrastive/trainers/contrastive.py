@@ -216,7 +216,8 @@ class ContrastiveTrainer(Trainer):
         )
         if self.args.gradient_accumulation_steps > 1:
             message += " Gradient accumulation adds no negatives; use gradient_cache for larger in-batch pools."
-        logger.warning(message)
+        if self.is_world_process_zero():
+            logger.warning(message)
         return super().train(*args, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- data
