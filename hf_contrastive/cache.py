@@ -62,6 +62,30 @@ def select_rows(features: Features, mini_batch: MiniBatch, padding_side: str = "
     return {name: value[rows][:, keep] for name, value in features.items()}
 
 
+def embed_by_plan(
+    embed: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    features: Features,
+    plan: list[MiniBatch],
+    padding_side: str = "right",
+    before_each: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Embed every mini-batch of ``plan`` (each trimmed to its longest row); return [N, D] in batch order.
+
+    Differentiable when called with grad enabled: the length-sorted forward of the uncached step uses it as is.
+    ``before_each`` runs before every mini-batch (the cache records RNG states there).
+    """
+    chunks = []
+    for mini_batch in plan:
+        if before_each is not None:
+            before_each()
+        chunks.append(embed(select_rows(features, mini_batch, padding_side)))
+    embeddings = torch.cat(chunks)
+    order = torch.cat([mini_batch.rows for mini_batch in plan]).to(embeddings.device)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order), device=order.device)
+    return embeddings[inverse]
+
+
 class RandomState:
     """The CPU and device RNG states at one moment, replayable so re-embedding sees the same dropout masks."""
 
@@ -132,15 +156,12 @@ class GradientCache:
         self, embed: Callable, features: Features, plan: list[MiniBatch]
     ) -> tuple[torch.Tensor, list[RandomState]]:
         device = features["attention_mask"].device
-        states, chunks = [], []
+        states: list[RandomState] = []
         with torch.no_grad():
-            for mini_batch in plan:
-                states.append(RandomState(device))
-                chunks.append(embed(select_rows(features, mini_batch, self.padding_side)).float())
-        rows = torch.cat([mini_batch.rows for mini_batch in plan]).to(device)
-        cached = torch.empty(len(rows), chunks[0].shape[1], device=device, dtype=torch.float32)
-        cached[rows] = torch.cat(chunks)
-        return cached, states
+            cached = embed_by_plan(
+                embed, features, plan, self.padding_side, lambda: states.append(RandomState(device))
+            )
+        return cached.float(), states
 
     def _backward_through_model(
         self,

@@ -1,11 +1,14 @@
 """Load a contrastive dataset from local files or the Hub, and check its text columns before training."""
 
+from __future__ import annotations
+
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
+if TYPE_CHECKING:  # imported where used: light users and the GPU machine may lack datasets
+    import datasets
 
 # extension -> (datasets packaged builder, extra builder kwargs); ".txt" is read here (one text per line).
 _BUILDERS = {
@@ -31,6 +34,8 @@ def _looks_like_path(name: str) -> bool:
 
 def _read_lines(files: Sequence[Path]) -> datasets.Dataset:
     """Read text files into a ``text`` column, one row per non-blank line (line breaks stripped)."""
+    import datasets
+
     lines = []
     for file in files:
         with open(file, encoding="utf-8") as handle:
@@ -49,6 +54,8 @@ def _split_files(directory: Path, split: str) -> list[Path]:
 
 def _load_files(files: Sequence[Path], **kwargs: Any) -> datasets.Dataset:
     """Load local files that share one supported extension into a single ``datasets.Dataset``."""
+    import datasets
+
     suffixes = {p.suffix.lower() for p in files}
     if len(suffixes) != 1:
         raise ValueError(f"Files of different formats cannot be loaded together: {[str(p) for p in files]}.")
@@ -108,6 +115,8 @@ def load_contrastive_dataset(
         data_files: files to read, for a directory or a Hub dataset.
         text_column_hint: a column to rename to ``text``, for an unsupervised corpus whose column has another name.
     """
+    import datasets
+
     path = Path(name_or_path).expanduser()
     if path.exists():
         dataset = _load_files(_local_files(path, split, data_files), **kwargs)

@@ -23,12 +23,15 @@ Training and evaluation draw from the same ~14k contents: this checks a training
 seconds, not generalisation.
 """
 
+from __future__ import annotations
+
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import datasets
+if TYPE_CHECKING:  # imported where used: light users and the GPU machine may lack datasets
+    import datasets
 
 T = TypeVar("T")
 
@@ -364,6 +367,8 @@ def make_pair_dataset(n_pairs: int, seed: int = 0, hard_negative: bool = False) 
     The positive says the same thing with other synonyms and another template; the hard negative uses the anchor's
     template but another topic.
     """
+    import datasets
+
     rng = random.Random(seed)
     columns: dict[str, list[str]] = {"anchor": [], "positive": [], **({"negative_1": []} if hard_negative else {})}
     for _ in range(n_pairs):
@@ -379,6 +384,8 @@ def make_pair_dataset(n_pairs: int, seed: int = 0, hard_negative: bool = False) 
 
 def make_corpus(n: int, seed: int = 0) -> datasets.Dataset:
     """Generate ``n`` random sentences in column ``text`` (unsupervised training, tokenizer training)."""
+    import datasets
+
     rng = random.Random(seed)
     return datasets.Dataset.from_dict({"text": [_realise(rng, _random_content(rng)).text for _ in range(n)]})
 

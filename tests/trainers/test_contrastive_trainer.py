@@ -62,6 +62,49 @@ def test_cached_and_uncached_runs_reach_the_same_weights(tmp_path, tiny_tokenize
         torch.testing.assert_close(runs[True][1][name], weight, atol=1e-5, rtol=1e-5, msg=name)
 
 
+def test_cached_step_has_the_gradients_of_the_uncached_step_with_dropout_on(tmp_path, tiny_tokenizer):
+    """Same token budget = same chunks and dropout draws; the cache replays them, so gradients agree to 1e-5."""
+    dataset = triplet_dataset(12)
+    runs = {}
+    for cached in (False, True):
+        model = make_tiny_encoder(len(tiny_tokenizer))
+        assert model.config.backbone_config.hidden_dropout_prob > 0
+        args = config(
+            tmp_path / str(cached),
+            gradient_cache=cached,
+            cache_token_budget=40,
+            forward_token_budget=40,
+            max_length=16,
+        )
+        trainer = ContrastiveTrainer(model, args, dataset, processing_class=tiny_tokenizer)
+        capture = CaptureGradients(model)
+        trainer.add_callback(capture)
+        trainer.train()
+        runs[cached] = (losses(trainer), capture.steps)
+    assert runs[True][0] == pytest.approx(runs[False][0], abs=1e-5)
+    for step, (cached_grads, plain_grads) in enumerate(zip(runs[True][1], runs[False][1])):
+        for name, grad in plain_grads.items():
+            torch.testing.assert_close(cached_grads[name], grad, atol=1e-5, rtol=1e-5, msg=f"step {step} {name}")
+
+
+def test_length_sorted_forward_equals_one_padded_forward(tmp_path, tiny_tokenizer):
+    model = dropout_free_encoder(len(tiny_tokenizer))
+    dataset = triplet_dataset(8)
+    batch = None
+    results = []
+    for budget in (0, 40):
+        trainer = ContrastiveTrainer(
+            model,
+            config(tmp_path, forward_token_budget=budget, per_device_train_batch_size=8),
+            dataset,
+            processing_class=tiny_tokenizer,
+        )
+        batch = batch or trainer.data_collator([dataset[i] for i in range(8)])
+        features = trainer.model_features(batch)
+        results.append(trainer.embed(model, features))
+    torch.testing.assert_close(results[1], results[0], atol=1e-5, rtol=1e-5)
+
+
 def test_logs_report_accuracy_negatives_and_temperature(tmp_path, tiny_tokenizer):
     trainer = ContrastiveTrainer(
         make_tiny_encoder(len(tiny_tokenizer)),
