@@ -3,8 +3,9 @@
 from transformers import AutoConfig, AutoModel
 
 from .encoder import ContrastiveEncoder, ContrastiveEncoderConfig, ContrastiveEncoderOutput, pool
+from .packed import enable_unpadding
 
 AutoConfig.register(ContrastiveEncoderConfig.model_type, ContrastiveEncoderConfig, exist_ok=True)
 AutoModel.register(ContrastiveEncoderConfig, ContrastiveEncoder, exist_ok=True)
 
-__all__ = ["ContrastiveEncoder", "ContrastiveEncoderConfig", "ContrastiveEncoderOutput", "pool"]
+__all__ = ["ContrastiveEncoder", "ContrastiveEncoderConfig", "ContrastiveEncoderOutput", "enable_unpadding", "pool"]

@@ -17,6 +17,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .packed import packed_forward, packed_pool
+
 POOLING_MODES = ("mean", "cls", "last_token")
 
 
@@ -134,13 +136,24 @@ class ContrastiveEncoder(PreTrainedModel):
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.LongTensor | None = None,
+        unpad: bool = False,
         **backbone_kwargs,
     ) -> ContrastiveEncoderOutput:
-        """Embed a batch: ``input_ids`` / ``attention_mask`` [N, L] -> ``embeddings`` [N, D]."""
+        """Embed a batch: ``input_ids`` / ``attention_mask`` [N, L] -> ``embeddings`` [N, D].
+
+        ``unpad=True`` runs the backbone on the real tokens only, packed into one row (:mod:`.packed`: no
+        attention-probability dropout on that path); ``last_hidden_state`` is then the packed [1, T, H].
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **backbone_kwargs).last_hidden_state
-        embeddings = pool(hidden, attention_mask, self.config.pooling)
+        if unpad:
+            hidden, packed = packed_forward(self, input_ids, attention_mask, **backbone_kwargs)
+            embeddings = packed_pool(hidden, packed, self.config.pooling)
+        else:
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, **backbone_kwargs
+            ).last_hidden_state
+            embeddings = pool(hidden, attention_mask, self.config.pooling)
         if self.projection is not None:
             embeddings = self.projection(embeddings)
         if self.config.normalize:

@@ -22,6 +22,7 @@ from .. import distributed
 from ..cache import GradientCache, embed_by_plan, plan_mini_batches
 from ..data import ContrastiveCollator, NoDuplicatesBatchSampler, infer_text_columns, validate_contrastive_columns
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card, dataset_statistics
+from ..models.packed import enable_unpadding
 from ..objectives import ContrastiveObjective, build_objective, split_columns
 from ..objectives.info_nce import negative_columns
 
@@ -64,6 +65,13 @@ class ContrastiveConfig(TrainingArguments):
     )
     no_duplicates_sampler: bool = field(
         default=True, metadata={"help": "Build global batches with no repeated text across ranks."}
+    )
+    unpad_inputs: bool = field(
+        default=False,
+        metadata={
+            "help": "Padding-free forward: all real tokens of a batch in one row with variable-length attention "
+            "(flash varlen on CUDA in bf16/fp16). No attention-probability dropout on that path (see models/packed.py)."
+        },
     )
     max_length: int = field(default=128, metadata={"help": "Truncate texts to this many tokens."})
     raise_on_nonfinite_loss: bool = field(
@@ -179,6 +187,8 @@ class ContrastiveTrainer(Trainer):
     def check_configuration(self) -> None:
         """Refuse flag combinations that would train silently wrong; called before any step."""
         args = self.args
+        if args.unpad_inputs:
+            enable_unpadding(self._encoder())  # refuses an unsupported backbone now, not at the first step
         if args.gradient_cache and self.is_deepspeed_enabled:
             raise ValueError(
                 "gradient_cache=True is not supported with DeepSpeed (its engine owns backward); use DDP or FSDP."
@@ -228,6 +238,7 @@ class ContrastiveTrainer(Trainer):
             "gradient_cache": args.gradient_cache,
             "cache_token_budget": self.cache_token_budget if args.gradient_cache else None,
             "forward_token_budget": None if args.gradient_cache else (self.forward_token_budget or None),
+            "unpad_inputs": args.unpad_inputs,
             "sampler": "no-duplicates (global)" if args.no_duplicates_sampler else "random",
             "mask_false_negatives": getattr(self.objective, "mask_false_negatives", None),
         }
@@ -272,7 +283,9 @@ class ContrastiveTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------------------- loss
     def model_embed(self, model, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One model call: token features [n, L] -> embeddings [n, D]."""
+        """One model call: token features [n, L] -> embeddings [n, D] (packed when ``unpad_inputs``)."""
+        if self.args.unpad_inputs:
+            return model(**features, unpad=True).embeddings
         return model(**features).embeddings
 
     def embed(self, model, features: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -281,7 +294,7 @@ class ContrastiveTrainer(Trainer):
         Chunks (planned like the gradient cache's mini-batches, all with gradient) remove most padding: same
         result, fewer positions computed; and every chunk is smaller than one merged forward.
         """
-        if not self.forward_token_budget:
+        if not self.forward_token_budget or self.args.unpad_inputs:  # a packed forward has no padding to cut
             return self.model_embed(model, features)
         plan = plan_mini_batches(features["attention_mask"].sum(dim=1).tolist(), self.forward_token_budget)
         if len(plan) == 1 and plan[0].length == features["attention_mask"].shape[1]:

@@ -105,6 +105,29 @@ def test_length_sorted_forward_equals_one_padded_forward(tmp_path, tiny_tokenize
     torch.testing.assert_close(results[1], results[0], atol=1e-5, rtol=1e-5)
 
 
+def test_padding_free_training_matches_padded_training(tmp_path, tiny_tokenizer):
+    """unpad_inputs packs the real tokens (varlen attention); plain and cached runs reach the padded run's weights."""
+    dataset = triplet_dataset(12)
+    runs = {}
+    for name, overrides in {
+        "padded": {},
+        "packed": {"unpad_inputs": True},
+        "packed_cached": {"unpad_inputs": True, "gradient_cache": True, "cache_token_budget": 40},
+    }.items():
+        model = dropout_free_encoder(len(tiny_tokenizer))
+        trainer = ContrastiveTrainer(
+            model, config(tmp_path / name, max_length=16, **overrides), dataset, processing_class=tiny_tokenizer
+        )
+        trainer.train()
+        runs[name] = (losses(trainer), {n: p.detach().clone() for n, p in model.named_parameters()})
+    assert runs["padded"][1].keys() == runs["packed"][1].keys()
+    for name in ("packed", "packed_cached"):
+        assert runs[name][0] == pytest.approx(runs["padded"][0], abs=1e-5)
+        for key, weight in runs["padded"][1].items():
+            torch.testing.assert_close(runs[name][1][key], weight, atol=1e-5, rtol=1e-5, msg=f"{name} {key}")
+    assert trainer.contrastive_facts()["unpad_inputs"] is True
+
+
 def test_logs_report_accuracy_negatives_and_temperature(tmp_path, tiny_tokenizer):
     trainer = ContrastiveTrainer(
         make_tiny_encoder(len(tiny_tokenizer)),
