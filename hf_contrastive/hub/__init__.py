@@ -13,6 +13,8 @@ from .card import (
     build_model_card,
     card_tags,
     dataset_statistics,
+    encoder_details,
+    encoder_model_card,
     framework_versions,
     split_non_default_args,
 )
@@ -38,6 +40,8 @@ def push_folder(
 
 
 __all__ = [
+    "encoder_details",
+    "encoder_model_card",
     "HF_CONTRASTIVE_CITATION",
     "CardEvalResult",
     "ContrastiveCardData",

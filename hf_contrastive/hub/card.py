@@ -437,3 +437,42 @@ def _model_link(name: str) -> str:
 
 def _dataset_link(name: str) -> str:
     return f"[{name}](https://huggingface.co/datasets/{name})" if _is_hub_id(name) else f"`{name}`"
+
+
+def encoder_details(model) -> dict[str, Any]:
+    """What the card says about a ContrastiveEncoder-like model: class, size, pooling, embedding size, backbone."""
+    config = model.config
+    details: dict[str, Any] = {
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    for key in ("pooling", "normalize", "projection_dim", "embedding_dim"):
+        if hasattr(config, key):
+            details[key] = getattr(config, key)
+    backbone = getattr(config, "backbone_config", None)
+    if backbone is not None:
+        details["backbone"] = backbone.model_type
+    return details
+
+
+def encoder_model_card(model, repo_id: str) -> ModelCard:
+    """A card from what a saved encoder knows by itself (its config), for ``model.push_to_hub`` without a Trainer.
+
+    The objective comes from ``config.training_objective``, which ``ContrastiveTrainer`` records; the Trainer's own
+    card (``trainer.push_to_hub``) adds data, setup, hyperparameters and evaluation.
+    """
+    from ..objectives import OBJECTIVES
+
+    config = model.config
+    objective = getattr(config, "training_objective", None)
+    objective_class = OBJECTIVES.get(objective)
+    return build_model_card(
+        ContrastiveCardData(
+            objective=objective or "contrastive",
+            repo_id=repo_id,
+            base_model=getattr(config, "base_model_name_or_path", None),
+            paper=objective_class.paper if objective_class else None,
+            model_details=encoder_details(model),
+            citations=[objective_class.citation] if objective_class and objective_class.citation else [],
+        )
+    )

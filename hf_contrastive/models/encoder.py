@@ -8,6 +8,8 @@ original checkpoint.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -159,6 +161,35 @@ class ContrastiveEncoder(PreTrainedModel):
         if self.config.normalize:
             embeddings = F.normalize(embeddings, dim=-1)
         return ContrastiveEncoderOutput(embeddings=embeddings, last_hidden_state=hidden)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        tokenizer=None,
+        commit_message: str = "Upload ContrastiveEncoder",
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        max_shard_size: str = "50GB",
+    ):
+        """Upload config and weights (and ``tokenizer``) to ``repo_id``, with a card if the repo has none yet.
+
+        The card comes from :func:`hf_contrastive.hub.encoder_model_card` (what the model knows by itself); a card
+        already on the repo (for example the Trainer's, richer one) is kept as it is.
+        """
+        from huggingface_hub import HfApi
+
+        from ..hub import encoder_model_card, push_folder
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(folder)
+            if not api.file_exists(repo_id, "README.md", revision=revision):
+                encoder_model_card(self, repo_id).save(os.path.join(folder, "README.md"))
+            return push_folder(folder, repo_id, token=token, commit_message=commit_message, revision=revision)
 
     @torch.no_grad()
     def encode(

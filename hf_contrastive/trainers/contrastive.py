@@ -21,7 +21,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from .. import distributed
 from ..cache import GradientCache, embed_by_plan, plan_mini_batches
 from ..data import ContrastiveCollator, NoDuplicatesBatchSampler, infer_text_columns, validate_contrastive_columns
-from ..hub import CardEvalResult, ContrastiveCardData, build_model_card, dataset_statistics
+from ..hub import CardEvalResult, ContrastiveCardData, build_model_card, dataset_statistics, encoder_details
 from ..models.packed import enable_unpadding
 from ..objectives import ContrastiveObjective, build_objective, split_columns
 from ..objectives.info_nce import negative_columns
@@ -170,6 +170,7 @@ class ContrastiveTrainer(Trainer):
         )
         self.args.eval_strategy = eval_strategy
         self.objective.to(self.args.device)
+        self._encoder().config.training_objective = self.objective.name  # saved with the model; read by its card
         self.padding_side = getattr(processing_class, "padding_side", "right")
         self.forward_token_budget = resolve_token_budget(args.forward_token_budget, "forward", self.args.device)
         self.cache_token_budget = resolve_token_budget(args.cache_token_budget, "cache", self.args.device)
@@ -468,20 +469,8 @@ class ContrastiveTrainer(Trainer):
         return getattr(self._encoder().config, "base_model_name_or_path", None)
 
     def _model_details(self) -> dict[str, Any]:
-        model = self._encoder()
-        config = model.config
-        details = {
-            "architecture": type(model).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "max_length": self.args.max_length,
-        }
-        for key in ("pooling", "normalize", "projection_dim", "embedding_dim"):
-            if hasattr(config, key):
-                details[key] = getattr(config, key)
-        backbone = getattr(config, "backbone_config", None)
-        if backbone is not None:
-            details["backbone"] = backbone.model_type
-        if self.model is not model:
+        details = {**encoder_details(self._encoder()), "max_length": self.args.max_length}
+        if self.model is not self._encoder():
             details["adapter"] = "PEFT (see adapter_config.json)"
         return details
 

@@ -44,3 +44,27 @@ def test_trainer_push_uploads_model_tokenizer_and_card(tmp_path, fake_hub, tiny_
     reloaded = AutoModel.from_pretrained(snapshot)
     tokenizer = AutoTokenizer.from_pretrained(snapshot)
     torch.testing.assert_close(reloaded.encode(SENTENCES, tokenizer), model.encode(SENTENCES, tiny_tokenizer))
+
+
+def test_model_push_writes_an_encoder_card_and_keeps_an_existing_one(tmp_path, fake_hub, tiny_tokenizer):
+    model = make_tiny_encoder(len(tiny_tokenizer))
+    trainer = ContrastiveTrainer(
+        model, config(tmp_path / "run", max_steps=1), triplet_dataset(8), processing_class=tiny_tokenizer
+    )
+    trainer.train()
+    model.push_to_hub("fake-user/model-only", tokenizer=tiny_tokenizer, token=fake_hub.token)
+    files = fake_hub.files("fake-user/model-only")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= set(files)
+    readme = files["README.md"].decode()
+    metadata = yaml.safe_load(readme.split("---")[1])
+    assert metadata["library_name"] == "hf_contrastive" and "info_nce" in metadata["tags"]
+    assert "@inproceedings{gao2021simcse" in readme and "fake-user/model-only" in readme
+
+    fake_hub_card = b"---\nlibrary_name: hf_contrastive\n---\n# kept\n"
+    from huggingface_hub import HfApi
+
+    HfApi(token=fake_hub.token).upload_file(
+        path_or_fileobj=fake_hub_card, path_in_repo="README.md", repo_id="fake-user/model-only"
+    )
+    model.push_to_hub("fake-user/model-only", token=fake_hub.token)
+    assert fake_hub.files("fake-user/model-only")["README.md"] == fake_hub_card
