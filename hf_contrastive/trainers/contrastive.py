@@ -8,6 +8,7 @@ across ranks (inside the objective), evaluator hooks, start-up checks and the mo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -36,6 +37,13 @@ class ContrastiveConfig(TrainingArguments):
     """``TrainingArguments`` plus the contrastive settings; every field can be set from a recipe YAML."""
 
     objective: str = field(default="info_nce", metadata={"help": "Objective name (see hf_contrastive.objectives)."})
+    objective_options: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Objective-specific hyperparameters, e.g. {num_groups: 4} (a YAML mapping, or JSON on the "
+            "command line); they override the shared fields below, and unknown names are refused."
+        },
+    )
     temperature: float = field(default=0.05, metadata={"help": "Softmax temperature tau (SimCSE: 0.05)."})
     learnable_temperature: bool = field(default=False, metadata={"help": "Learn log(1/tau), CLIP-style."})
     similarity: str = field(default="cosine", metadata={"help": "'cosine' or 'dot'."})
@@ -84,8 +92,13 @@ class ContrastiveConfig(TrainingArguments):
         default=True, metadata={"help": "Equal batch sizes on every rank (required by the gather)."}
     )
 
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.objective_options, str):
+            self.objective_options = json.loads(self.objective_options)
+
     def objective_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``build_objective`` taken from this config."""
+        """The shared fields offered to every objective (``build_objective`` keeps those it accepts)."""
         return {
             "temperature": self.temperature,
             "learnable_temperature": self.learnable_temperature,
@@ -117,7 +130,8 @@ class ContrastiveTrainer(Trainer):
         train_dataset / eval_dataset: ``datasets.Dataset`` with a ``text`` column (unsupervised, two dropout
             views) or ``anchor, positive[, negative_1..k]``.
         processing_class: the tokenizer (required unless ``data_collator`` is given).
-        objective: an objective instance; default ``build_objective(args.objective, **args.objective_kwargs())``.
+        objective: an objective instance; default: ``args.objective`` built with the shared fields and
+            ``args.objective_options``.
         evaluator: callable ``evaluator(encode_fn) -> dict[str, float]`` (e.g. ``STSEvaluator``), run on the main
             process at each evaluation, its metrics broadcast to all ranks.
         text_columns: the ordered text columns; inferred from ``train_dataset`` when omitted.
@@ -143,7 +157,9 @@ class ContrastiveTrainer(Trainer):
         args = args or ContrastiveConfig(output_dir="outputs")
         if not isinstance(args, ContrastiveConfig):
             raise TypeError(f"args must be a ContrastiveConfig, got {type(args).__name__}.")
-        self.objective = objective or build_objective(args.objective, **args.objective_kwargs())
+        self.objective = objective or build_objective(
+            args.objective, defaults=args.objective_kwargs(), **(args.objective_options or {})
+        )
         self.evaluator = evaluator
         self.text_columns = text_columns or (infer_text_columns(train_dataset.column_names) if train_dataset else None)
         if train_dataset is not None:

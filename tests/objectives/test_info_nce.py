@@ -125,7 +125,10 @@ def test_missing_column_names_the_role():
         InfoNCE()({"anchor": ANCHORS}, batch_for(["anchor"]))
 
 
-def test_build_objective_rejects_unknown_names():
-    assert isinstance(build_objective("info_nce", temperature=0.1), InfoNCE)
+def test_build_objective_rejects_unknown_names_and_options():
+    objective = build_objective("info_nce", defaults={"temperature": 0.1, "num_groups": 4}, symmetric=True)
+    assert isinstance(objective, InfoNCE) and objective.temperature == 0.1 and objective.symmetric
     with pytest.raises(ValueError, match="Unknown objective"):
         build_objective("nope")
+    with pytest.raises(ValueError, match="no option\\(s\\) \\['num_grups'\\]"):
+        build_objective("info_nce", num_grups=4)

@@ -1,19 +1,23 @@
-"""Run short ContrastiveTrainer trainings (plain, cached, FSDP, FSDP + cached); save losses and gradients.
+"""Run short ContrastiveTrainer trainings in several modes and save their losses and gradients.
 
-Launched by tests/trainers/test_distributed.py as
-``torchrun --nproc_per_node 2 -m tests.trainers.ddp_worker TOKENIZER_DIR OUT_FILE PER_DEVICE_BATCH`` and called
-in-process with world size 1 and the doubled batch as the reference.
+A *scenario* (JSON) names the objective, its options, the dataset layout and the modes to run. Launched by
+:func:`tests.trainers.distributed_check.assert_distributed_matches_single` as
+``torchrun --nproc_per_node 2 -m tests.trainers.ddp_worker TOKENIZER_DIR OUT_FILE PER_DEVICE_BATCH SCENARIO_JSON``
+and called in-process with world size 1 and the doubled batch as the reference.
 """
 
+import json
 import os
 import sys
 import tempfile
 
 import torch
+from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 
 from hf_contrastive.trainers import ContrastiveTrainer
 
+from ..conftest import SENTENCES
 from .helpers import config, dropout_free_encoder, gradients, triplet_dataset
 
 CACHED = {"gradient_cache": True, "cache_token_budget": 40}
@@ -21,6 +25,11 @@ FSDP = {"fsdp": "full_shard", "fsdp_config": {"version": 2, "transformer_layer_c
 CHUNKED = {"forward_token_budget": 40}  # several length-sorted forwards before one backward
 MODES = {"plain": CHUNKED, "cached": CACHED, "fsdp": FSDP, "fsdp_cached": {**FSDP, **CACHED}}
 SHARDED = ("fsdp", "fsdp_cached")  # parameters (and gradients) are sharded: compare the losses only
+DATASETS = {
+    "triplets": lambda: triplet_dataset(16),
+    "text": lambda: Dataset.from_dict({"text": [f"{s} {i}" for i, s in enumerate(SENTENCES + SENTENCES[:4])]}),
+}
+INFO_NCE = {"objective": "info_nce", "options": {"learnable_temperature": True}, "dataset": "triplets"}
 
 
 def is_distributed_launch() -> bool:
@@ -28,6 +37,8 @@ def is_distributed_launch() -> bool:
 
 
 class CaptureGradients(TrainerCallback):
+    """Gradients at every optimizer step: the model's and the objective's own parameters (a learned temperature)."""
+
     def __init__(self, model, objective, sharded):
         self.model, self.objective, self.sharded, self.steps = model, objective, sharded, []
 
@@ -35,14 +46,15 @@ class CaptureGradients(TrainerCallback):
         if self.sharded:
             return
         grads = gradients(self.model)
-        grads["objective.log_scale"] = self.objective.log_scale.grad.detach().clone()
+        grads.update({f"objective.{name}": grad for name, grad in gradients(self.objective).items()})
         self.steps.append(grads)
 
 
-def run(tokenizer_dir: str, per_device_batch: int, output_dir: str) -> dict:
+def run(tokenizer_dir: str, per_device_batch: int, output_dir: str, scenario: dict = INFO_NCE) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     results = {}
-    for mode, overrides in MODES.items():
+    for mode in scenario.get("modes", list(MODES)):
+        overrides = MODES[mode]
         if not is_distributed_launch():  # the single-process reference runs without FSDP
             overrides = {k: v for k, v in overrides.items() if not k.startswith("fsdp")}
         model = dropout_free_encoder(len(tokenizer))
@@ -51,11 +63,12 @@ def run(tokenizer_dir: str, per_device_batch: int, output_dir: str) -> dict:
             per_device_train_batch_size=per_device_batch,
             max_steps=3,
             max_length=16,
-            learnable_temperature=True,
+            objective=scenario["objective"],
+            objective_options=scenario.get("options"),
             ddp_backend="gloo" if is_distributed_launch() else None,
             **overrides,
         )
-        trainer = ContrastiveTrainer(model, args, triplet_dataset(16), processing_class=tokenizer)
+        trainer = ContrastiveTrainer(model, args, DATASETS[scenario["dataset"]](), processing_class=tokenizer)
         capture = CaptureGradients(model, trainer.objective, sharded=mode in SHARDED)
         trainer.add_callback(capture)
         trainer.train()
@@ -65,8 +78,8 @@ def run(tokenizer_dir: str, per_device_batch: int, output_dir: str) -> dict:
 
 
 if __name__ == "__main__":
-    tokenizer_dir, out_file, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    tokenizer_dir, out_file, batch, scenario = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
     with tempfile.TemporaryDirectory() as scratch:
-        results = run(tokenizer_dir, batch, scratch)
+        results = run(tokenizer_dir, batch, scratch, scenario)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(results, out_file)

@@ -1,64 +1,14 @@
-"""Exact multi-process training: 2 processes x batch B == 1 process x batch 2B (gloo on CPU).
+"""Exact multi-process training of InfoNCE: plain (chunked forward), cached, FSDP2 and FSDP2 + cache.
 
-Covers the plain and the cached step under DDP and FSDP2 (full_shard, CPU/gloo), hard negatives, the false-negative
-mask and a learned temperature (whose gradient lives outside DDP). Under DDP gradients are compared at every
-optimizer step; under FSDP (sharded gradients) the logged losses of three steps are compared, which differ as soon
-as one update does.
+With hard negatives, the false-negative mask and a learned temperature (whose gradient lives outside DDP).
 """
 
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-import torch
 
-from .ddp_worker import MODES, SHARDED, run
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .ddp_worker import INFO_NCE
+from .distributed_check import assert_distributed_matches_single
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_global_batch(tmp_path, tiny_tokenizer):
-    tiny_tokenizer.save_pretrained(tmp_path / "tokenizer")
-    out_file = tmp_path / "ddp.pt"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "tests.trainers.ddp_worker",
-        str(tmp_path / "tokenizer"),
-        str(out_file),
-        "4",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    distributed = torch.load(out_file)
-    single = run(str(tmp_path / "tokenizer"), per_device_batch=8, output_dir=str(tmp_path / "single"))
-
-    for mode in MODES:
-        assert distributed[mode]["world_size"] == 2 and single[mode]["world_size"] == 1
-        assert distributed[mode]["losses"] == pytest.approx(single[mode]["losses"], abs=1e-5), mode
-        if mode in SHARDED:
-            continue
-        assert len(distributed[mode]["gradients"]) == len(single[mode]["gradients"]) == 3
-        for step, (got, expected) in enumerate(zip(distributed[mode]["gradients"], single[mode]["gradients"])):
-            assert got.keys() == expected.keys()
-            for name in expected:
-                torch.testing.assert_close(
-                    got[name], expected[name], atol=1e-5, rtol=1e-4, msg=f"{mode} step {step} {name}"
-                )
+    assert_distributed_matches_single(tmp_path, tiny_tokenizer, INFO_NCE)
