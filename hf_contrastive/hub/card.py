@@ -461,11 +461,12 @@ def encoder_model_card(model, repo_id: str) -> ModelCard:
     The objective comes from ``config.training_objective``, which ``ContrastiveTrainer`` records; the Trainer's own
     card (``trainer.push_to_hub``) adds data, setup, hyperparameters and evaluation.
     """
-    from ..objectives import OBJECTIVES
+    from ..objectives import REGISTRY
+    from ..objectives import objective_class as registered_class
 
     config = model.config
     objective = getattr(config, "training_objective", None)
-    objective_class = OBJECTIVES.get(objective)
+    objective_class = registered_class(objective) if objective in REGISTRY else None
     return build_model_card(
         ContrastiveCardData(
             objective=objective or "contrastive",

@@ -1,11 +1,29 @@
-"""Objectives: pure-torch losses, one file per paper; ``build_objective(name, **kwargs)`` picks one by name."""
+"""Objectives: pure-torch losses, one file per paper; ``build_objective(name, ...)`` picks one by name.
 
+The registry maps a name to ``module:Class`` and imports the module on first use, so adding an objective costs
+nothing to users of the others.
+"""
+
+import importlib
 import inspect
 
 from .base import ContrastiveObjective, ObjectiveOutput, split_columns
 from .info_nce import InfoNCE
 
-OBJECTIVES: dict[str, type[ContrastiveObjective]] = {InfoNCE.name: InfoNCE}
+REGISTRY: dict[str, str] = {
+    "info_nce": "info_nce:InfoNCE",
+    "debcse": "debcse:DebCSE",
+    "whitenedcse": "whitenedcse:WhitenedCSE",
+    "input_label": "input_label:InputLabelContrast",
+}
+
+
+def objective_class(name: str) -> type[ContrastiveObjective]:
+    """The class registered under ``name``; a ValueError lists the registered names otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"Unknown objective {name!r}; available: {sorted(REGISTRY)}.")
+    module, class_name = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), class_name)
 
 
 def build_objective(name: str, defaults: dict | None = None, **options) -> ContrastiveObjective:
@@ -14,17 +32,23 @@ def build_objective(name: str, defaults: dict | None = None, **options) -> Contr
     ``defaults`` (the config's shared fields: temperature, ...) are passed where the constructor accepts them and
     ignored otherwise; ``options`` are the objective's own hyperparameters and must all be accepted.
     """
-    if name not in OBJECTIVES:
-        raise ValueError(f"Unknown objective {name!r}; available: {sorted(OBJECTIVES)}.")
-    objective_class = OBJECTIVES[name]
-    accepted = inspect.signature(objective_class.__init__).parameters
+    cls = objective_class(name)
+    accepted = inspect.signature(cls.__init__).parameters
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(
             f"Objective {name!r} has no option(s) {unknown}; it accepts {sorted(set(accepted) - {'self'})}."
         )
     shared = {key: value for key, value in (defaults or {}).items() if key in accepted}
-    return objective_class(**{**shared, **options})
+    return cls(**{**shared, **options})
 
 
-__all__ = ["OBJECTIVES", "ContrastiveObjective", "InfoNCE", "ObjectiveOutput", "build_objective", "split_columns"]
+__all__ = [
+    "REGISTRY",
+    "ContrastiveObjective",
+    "InfoNCE",
+    "ObjectiveOutput",
+    "build_objective",
+    "objective_class",
+    "split_columns",
+]

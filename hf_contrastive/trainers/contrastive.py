@@ -81,6 +81,12 @@ class ContrastiveConfig(TrainingArguments):
             "(flash varlen on CUDA in bf16/fp16). No attention-probability dropout on that path (see models/packed.py)."
         },
     )
+    text_views: int = field(
+        default=2,
+        metadata={
+            "help": "Views of a single `text` column per row (dropout makes them differ): anchor, positive, ..."
+        },
+    )
     max_length: int = field(default=128, metadata={"help": "Truncate texts to this many tokens."})
     raise_on_nonfinite_loss: bool = field(
         default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
@@ -170,7 +176,9 @@ class ContrastiveTrainer(Trainer):
             if processing_class is None:
                 raise ValueError("ContrastiveTrainer needs processing_class (the tokenizer) or a data_collator.")
             check_tokenizer_matches_model(processing_class, model)
-            data_collator = ContrastiveCollator(processing_class, self.text_columns, max_length=args.max_length)
+            data_collator = ContrastiveCollator(
+                processing_class, self.text_columns, max_length=args.max_length, single_column_views=args.text_views
+            )
         eval_strategy = args.eval_strategy
         if evaluator is not None and eval_dataset is None:
             # Trainer refuses an eval strategy without eval_dataset; our evaluate() runs the evaluator alone.
