@@ -68,7 +68,7 @@ class ContrastiveConfig(TrainingArguments):
         default=None,
         metadata={
             "help": "Uncached step: embed the merged batch in length-sorted chunks of at most this many padded "
-            "tokens (all with gradient) to cut padding. Default: 1024 on CPU, 32768 on GPU; 0 = one padded forward."
+            "tokens (all with gradient) to cut padding. Default: 1024 on CPU, 65536 on GPU; 0 = one padded forward."
         },
     )
     no_duplicates_sampler: bool = field(
@@ -115,9 +115,11 @@ class ContrastiveConfig(TrainingArguments):
         }
 
 
-# Measured with benchmarks/embeddings.py on 2 CPU cores (tiny BERT, lengths 16-128): 1024-token chunks were the
-# fastest of 512..16384 (1.6x the single padded forward). GPU values are starting points to tune on the device.
-DEFAULT_TOKEN_BUDGETS = {"cpu": {"forward": 1024, "cache": 1024}, "cuda": {"forward": 32768, "cache": 8192}}
+# CPU: measured with benchmarks/embeddings.py on one thread (tiny BERT, lengths 16-128): 1024-token chunks were the
+# fastest of 512..16384 (1.6x the single padded forward). CUDA: not measured yet. On an H200 (BERT-base, bf16)
+# length-sorted chunks of 512 rows gained 1.08x and chunks of 256 rows lost, so the forward default keeps >= 512 rows
+# of 128 tokens; 8192 cache tokens is the estimate that keeps BERT-base under 8 GiB. unpad_inputs is the GPU path.
+DEFAULT_TOKEN_BUDGETS = {"cpu": {"forward": 1024, "cache": 1024}, "cuda": {"forward": 65536, "cache": 8192}}
 
 
 def resolve_token_budget(value: int | None, kind: str, device: torch.device) -> int:
