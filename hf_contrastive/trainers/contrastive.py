@@ -165,8 +165,13 @@ class ContrastiveTrainer(Trainer):
         args = args or ContrastiveConfig(output_dir="outputs")
         if not isinstance(args, ContrastiveConfig):
             raise TypeError(f"args must be a ContrastiveConfig, got {type(args).__name__}.")
+        # The model's embedding size is offered too (objectives with a head need it); explicit options win.
+        defaults = {
+            **args.objective_kwargs(),
+            "embedding_dim": getattr(getattr(model, "config", None), "embedding_dim", None),
+        }
         self.objective = objective or build_objective(
-            args.objective, defaults=args.objective_kwargs(), **(args.objective_options or {})
+            args.objective, defaults=defaults, **(args.objective_options or {})
         )
         self.evaluator = evaluator
         self.text_columns = text_columns or (infer_text_columns(train_dataset.column_names) if train_dataset else None)

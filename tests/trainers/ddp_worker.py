@@ -1,6 +1,7 @@
 """Run short ContrastiveTrainer trainings in several modes and save their losses and gradients.
 
-A *scenario* (JSON) names the objective, its options, the dataset layout and the modes to run. Launched by
+A *scenario* (JSON) names the objective, its options, the dataset layout, the modes to run and optional extra
+config fields (``"config": {"text_views": 3}``). Launched by
 :func:`tests.trainers.distributed_check.assert_distributed_matches_single` as
 ``torchrun --nproc_per_node 2 -m tests.trainers.ddp_worker TOKENIZER_DIR OUT_FILE PER_DEVICE_BATCH SCENARIO_JSON``
 and called in-process with world size 1 and the doubled batch as the reference.
@@ -66,7 +67,7 @@ def run(tokenizer_dir: str, per_device_batch: int, output_dir: str, scenario: di
             objective=scenario["objective"],
             objective_options=scenario.get("options"),
             ddp_backend="gloo" if is_distributed_launch() else None,
-            **overrides,
+            **{**overrides, **scenario.get("config", {})},
         )
         trainer = ContrastiveTrainer(model, args, DATASETS[scenario["dataset"]](), processing_class=tokenizer)
         capture = CaptureGradients(model, trainer.objective, sharded=mode in SHARDED)
