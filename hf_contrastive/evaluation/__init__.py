@@ -1,8 +1,10 @@
-"""Evaluate embeddings during and after training: STS correlation and local `evaluate` metrics (offline)."""
+"""Evaluate embeddings during and after training: STS correlation, human-similarity approximation and local
+`evaluate` metrics (offline)."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .human_similarity import HumanSimilarityEvaluator, ReliabilityEstimate
 from .sts import STSEvaluator, compute_sts_metrics
 
 if TYPE_CHECKING:
@@ -26,4 +28,11 @@ def load_metric(name: str, **kwargs) -> "evaluate.EvaluationModule":
     return evaluate.load(str(path), **kwargs)
 
 
-__all__ = ["METRICS_DIR", "STSEvaluator", "compute_sts_metrics", "load_metric"]
+__all__ = [
+    "METRICS_DIR",
+    "HumanSimilarityEvaluator",
+    "ReliabilityEstimate",
+    "STSEvaluator",
+    "compute_sts_metrics",
+    "load_metric",
+]
