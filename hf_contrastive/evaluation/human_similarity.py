@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import ConstantInputWarning, pearsonr, spearmanr
 
-from .sts import EncodeFn, STSEvaluator, _as_float64
+from .sts import EncodeFn, STSEvaluator, as_float64, encode_texts
 
 PairData = tuple[list[str], list[str], list[float]]  # sentences1, sentences2, human scores
 OtherEmbedding = str | EncodeFn  # "tfidf" or a second encoder
@@ -55,7 +55,7 @@ def pair_similarity(embeddings1, embeddings2, metric: str = "cosine") -> np.ndar
     cos_i = <a_i, b_i> / (max(|a_i|, eps) max(|b_i|, eps)), eps = 1e-8; dot_i = <a_i, b_i>; neg_euclidean_i =
     -|a_i - b_i|. embeddings1 = a and embeddings2 = b are [N, D] arrays or tensors.
     """
-    a, b = _as_float64(embeddings1), _as_float64(embeddings2)
+    a, b = as_float64(embeddings1), as_float64(embeddings2)
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(f"Expected two [N, D] embedding matrices of the same shape, got {a.shape} and {b.shape}.")
     if metric == "cosine":
@@ -235,7 +235,7 @@ def stack(language, others: Sequence, alpha: float):
     language: [N, D_L] array or tensor; others: [N, D_i] arrays, tensors or scipy sparse matrices (the result is
     sparse if any is). The cosine of two stacked rows equals `stacked_similarity` of the per-block cosines.
     """
-    blocks = [alpha * _l2_normalise(_as_float64(language))] + [_normalised_block(other) for other in others]
+    blocks = [alpha * _l2_normalise(as_float64(language))] + [_normalised_block(other) for other in others]
     if any(sparse.issparse(block) for block in blocks):
         return sparse.hstack([sparse.csr_matrix(block) for block in blocks], format="csr")
     return np.concatenate(blocks, axis=1)
@@ -245,7 +245,7 @@ def _normalised_block(block):
     if sparse.issparse(block):
         norms = np.maximum(np.sqrt(np.asarray(block.multiply(block).sum(axis=1)).ravel()), 1e-8)
         return sparse.diags(1.0 / norms) @ block
-    return _l2_normalise(_as_float64(block))
+    return _l2_normalise(as_float64(block))
 
 
 def stacked_similarity(language_similarity, other_similarities: Sequence, alpha: float) -> np.ndarray:
@@ -276,7 +276,7 @@ def fit_alpha(
 # ----------------------------------------------------------------------------------------------- ridge extension
 def pair_features(embeddings1, embeddings2) -> np.ndarray:
     """Symmetric pair features of L2-normalised embeddings: [a * b, |a - b|]; [N, 2D] from two [N, D] inputs."""
-    a, b = _l2_normalise(_as_float64(embeddings1)), _l2_normalise(_as_float64(embeddings2))
+    a, b = _l2_normalise(as_float64(embeddings1)), _l2_normalise(as_float64(embeddings2))
     return np.concatenate([a * b, np.abs(a - b)], axis=1)
 
 
@@ -393,7 +393,7 @@ class HumanSimilarityEvaluator:
     def __call__(self, encode_fn: EncodeFn) -> dict[str, float]:
         """Encode every distinct sentence once and return the prefixed metrics (see the class docstring)."""
         sentences = self._sentences()
-        embeddings = _encode_sorted(sentences, encode_fn, self.batch_size)
+        embeddings = encode_texts(sentences, encode_fn, self.batch_size)
         row = {sentence: i for i, sentence in enumerate(sentences)}
         metrics = self._zero_parameter(embeddings, row)
         other = self._other_embeddings(sentences)
@@ -423,7 +423,7 @@ class HumanSimilarityEvaluator:
             return None
         if self.other == "tfidf":
             return tfidf_embeddings(sentences)
-        return _encode_sorted(sentences, self.other, self.batch_size)
+        return encode_texts(sentences, self.other, self.batch_size)
 
     def _stacked(self, embeddings: np.ndarray, other, row: dict[str, int]) -> dict[str, float]:
         def cosines(pairs: PairData) -> tuple[np.ndarray, np.ndarray]:
@@ -514,18 +514,3 @@ def _sparse_aware_cosine(a, b) -> np.ndarray:
         return pair_similarity(a, b)
     a, b = _normalised_block(a), _normalised_block(b)
     return np.asarray(a.multiply(b).sum(axis=1)).ravel()
-
-
-def _encode_sorted(sentences: list[str], encode_fn: Callable, batch_size: int) -> np.ndarray:
-    """[N, D] embeddings of `sentences` in their order, encoded longest first so each batch pads little."""
-    order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
-    chunks = []
-    for start in range(0, len(order), batch_size):
-        batch = [sentences[i] for i in order[start : start + batch_size]]
-        chunk = _as_float64(encode_fn(batch))
-        if chunk.ndim != 2 or len(chunk) != len(batch):
-            raise ValueError(f"encode_fn returned shape {chunk.shape} for {len(batch)} sentences; expected [N, D].")
-        chunks.append(chunk)
-    embeddings = np.empty((len(sentences), chunks[0].shape[1]))
-    embeddings[order] = np.concatenate(chunks)
-    return embeddings

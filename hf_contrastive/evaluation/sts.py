@@ -28,7 +28,7 @@ def compute_sts_metrics(embeddings1, embeddings2, scores: Sequence[float]) -> di
     embeddings2 = b [N, D] (torch tensors or arrays); scores [N]. Both correlations are plain values in [-1, 1].
     Constant similarities (a collapsed encoder) give nan rather than an error, so training can go on.
     """
-    a, b = _as_float64(embeddings1), _as_float64(embeddings2)
+    a, b = as_float64(embeddings1), as_float64(embeddings2)
     gold = np.asarray(scores, dtype=np.float64)
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(f"Expected two [N, D] embedding matrices of the same shape, got {a.shape} and {b.shape}.")
@@ -79,24 +79,12 @@ class STSEvaluator:
     def __call__(self, encode_fn: EncodeFn) -> dict[str, float]:
         """Encode the unique sentences with `encode_fn` and return the prefixed Spearman and Pearson correlations."""
         unique = list(dict.fromkeys(self.sentences1 + self.sentences2))
-        embeddings = self._encode(unique, encode_fn)
+        embeddings = encode_texts(unique, encode_fn, self.batch_size)
         row = {sentence: i for i, sentence in enumerate(unique)}
         emb1 = embeddings[[row[s] for s in self.sentences1]]
         emb2 = embeddings[[row[s] for s in self.sentences2]]
         metrics = compute_sts_metrics(emb1, emb2, self.scores)
         return {f"{self.name}_{key}": value for key, value in metrics.items()}
-
-    def _encode(self, sentences: list[str], encode_fn: EncodeFn) -> np.ndarray:
-        chunks = []
-        for start in range(0, len(sentences), self.batch_size):
-            batch = sentences[start : start + self.batch_size]
-            chunk = _as_float64(encode_fn(batch))
-            if chunk.ndim != 2 or len(chunk) != len(batch):
-                raise ValueError(
-                    f"encode_fn returned shape {chunk.shape} for {len(batch)} sentences; expected [N, D]."
-                )
-            chunks.append(chunk)
-        return np.concatenate(chunks)
 
     @classmethod
     def from_sts_benchmark(
@@ -161,7 +149,26 @@ def _check_pairs(num_pairs: int, scores: Sequence[float]) -> None:
         raise ValueError(f"All {num_pairs} gold scores are equal: the correlation is undefined.")
 
 
-def _as_float64(embeddings) -> np.ndarray:
+def encode_texts(texts: Sequence[str], encode_fn: EncodeFn, batch_size: int) -> np.ndarray:
+    """[N, D] float64 embeddings of ``texts`` in their order, encoded longest first so each batch pads little.
+
+    Shared by every evaluator; ``encode_fn`` maps a list of texts to a tensor or array [n, D].
+    """
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    chunks = []
+    for start in range(0, len(order), batch_size):
+        batch = [texts[i] for i in order[start : start + batch_size]]
+        chunk = as_float64(encode_fn(batch))
+        if chunk.ndim != 2 or len(chunk) != len(batch):
+            raise ValueError(f"encode_fn returned shape {chunk.shape} for {len(batch)} texts; expected [N, D].")
+        chunks.append(chunk)
+    embeddings = np.empty((len(texts), chunks[0].shape[1]))
+    embeddings[order] = np.concatenate(chunks)
+    return embeddings
+
+
+def as_float64(embeddings) -> np.ndarray:
+    """A tensor (any device or dtype) or array-like as a float64 numpy array."""
     if hasattr(embeddings, "detach"):  # torch.Tensor, possibly on GPU or in bf16
         embeddings = embeddings.detach().float().cpu().numpy()
     return np.asarray(embeddings, dtype=np.float64)
