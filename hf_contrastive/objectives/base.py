@@ -45,6 +45,13 @@ class ContrastiveObjective(nn.Module):
     def forward(self, embeddings: dict[str, torch.Tensor], batch: dict) -> ObjectiveOutput:  # pragma: no cover
         raise NotImplementedError
 
+    def effective_negatives(self, gathered_rows: int, negatives_per_row: int) -> int:
+        """Candidates an anchor is scored against besides its positive (before false-negative masking).
+
+        Default: every positive and hard negative of the gathered batch but its own positive (in-batch objectives).
+        """
+        return gathered_rows * (1 + negatives_per_row) - 1
+
     def get_config_dict(self) -> dict:
         """Hyperparameters that define the objective; shown in the model card."""
         return {}

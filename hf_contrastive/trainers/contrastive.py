@@ -261,7 +261,7 @@ class ContrastiveTrainer(Trainer):
             "per_device_batch": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "global_batch": global_batch,
-            "effective_negatives_per_anchor": gathered_rows * (1 + negatives_per_row) - 1,
+            "effective_negatives_per_anchor": self.objective.effective_negatives(gathered_rows, negatives_per_row),
             "hard_negatives_per_anchor": negatives_per_row,
             "objective": self.objective.name,
             "temperature": getattr(self.objective, "temperature", None),
@@ -302,6 +302,12 @@ class ContrastiveTrainer(Trainer):
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             drop_last=True,
         )
+        if len(sampler) == 0:
+            raise ValueError(
+                f"The no-duplicates sampler found no global batch of {sampler.global_batch_size} rows without a "
+                "repeated text: the columns repeat too much (e.g. label descriptions). Set no_duplicates_sampler=False "
+                "(false negatives are still masked by input hash) or lower the batch size."
+            )
         loader = DataLoader(
             self.train_dataset,
             batch_sampler=sampler,

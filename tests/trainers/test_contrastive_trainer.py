@@ -290,3 +290,12 @@ def test_cache_budget_smaller_than_one_row_is_refused(tmp_path, tiny_tokenizer):
             triplet_dataset(8),
             processing_class=tiny_tokenizer,
         )
+
+
+def test_a_sampler_that_finds_no_duplicate_free_batch_says_so(tmp_path, tiny_tokenizer):
+    dataset = Dataset.from_dict({"anchor": [f"text {i}" for i in range(8)], "positive": ["the same label"] * 8})
+    trainer = ContrastiveTrainer(
+        make_tiny_encoder(len(tiny_tokenizer)), config(tmp_path), dataset, processing_class=tiny_tokenizer
+    )
+    with pytest.raises(ValueError, match="no_duplicates_sampler=False"):
+        trainer.train()
