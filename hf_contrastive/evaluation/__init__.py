@@ -4,6 +4,7 @@
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .classification import LabelAccuracyEvaluator, compute_classification_metrics, nearest_label
 from .human_similarity import HumanSimilarityEvaluator, ReliabilityEstimate
 from .sts import STSEvaluator, compute_sts_metrics
 
@@ -31,8 +32,11 @@ def load_metric(name: str, **kwargs) -> "evaluate.EvaluationModule":
 __all__ = [
     "METRICS_DIR",
     "HumanSimilarityEvaluator",
+    "LabelAccuracyEvaluator",
     "ReliabilityEstimate",
     "STSEvaluator",
+    "compute_classification_metrics",
     "compute_sts_metrics",
     "load_metric",
+    "nearest_label",
 ]
