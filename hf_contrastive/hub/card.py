@@ -71,6 +71,7 @@ FACT_LABELS = {
     "cache_token_budget": "Cache token budget (tokens per mini-batch)",
     "forward_token_budget": "Length-sorted forward chunks (padded tokens per chunk)",
     "unpad_inputs": "Padding-free forward (packed, varlen attention)",
+    "teacher": "Semantic-similarity teacher (frozen)",
     "sampler": "Batch sampler",
 }
 

@@ -33,7 +33,8 @@ class ContrastiveObjective(nn.Module):
 
     Class attributes feed the model card: ``name`` (a tag), ``paper`` (arXiv id or URL), ``citation`` (BibTeX).
     ``required_columns`` are the roles the objective reads; ``optional_column_prefix`` names repeated roles
-    (``negative_1..k``).
+    (``negative_1..k``). ``needs_teacher_embeddings``: the trainer adds a frozen teacher's embeddings of the merged
+    batch as ``batch["teacher_embeddings"]`` [C*B, D_teacher] (an instance may set it from its options).
     """
 
     name: str = "contrastive"
@@ -41,6 +42,7 @@ class ContrastiveObjective(nn.Module):
     citation: str | None = None
     required_columns: tuple[str, ...] = ("anchor", "positive")
     optional_column_prefix: str | None = None
+    needs_teacher_embeddings: bool = False
 
     def forward(self, embeddings: dict[str, torch.Tensor], batch: dict) -> ObjectiveOutput:  # pragma: no cover
         raise NotImplementedError

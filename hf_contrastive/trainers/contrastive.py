@@ -8,6 +8,7 @@ across ranks (inside the objective), evaluator hooks, start-up checks and the mo
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -17,12 +18,13 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import AutoConfig, AutoModel, Trainer, TrainerCallback, TrainingArguments
 
 from .. import distributed
 from ..cache import GradientCache, embed_by_plan, plan_mini_batches
 from ..data import ContrastiveCollator, NoDuplicatesBatchSampler, infer_text_columns, validate_contrastive_columns
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card, dataset_statistics, encoder_details
+from ..models.encoder import ContrastiveEncoder, ContrastiveEncoderConfig
 from ..models.packed import enable_unpadding
 from ..objectives import ContrastiveObjective, build_objective, split_columns
 from ..objectives.info_nce import negative_columns
@@ -88,6 +90,14 @@ class ContrastiveConfig(TrainingArguments):
         },
     )
     max_length: int = field(default=128, metadata={"help": "Truncate texts to this many tokens."})
+    teacher_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Frozen teacher for objectives that need one (DebCSE): a saved ContrastiveEncoder, or a backbone "
+            "wrapped with the trained model's pooling; it must use the same tokenizer. Default: a frozen copy of the "
+            "model as it is when the trainer is built."
+        },
+    )
     raise_on_nonfinite_loss: bool = field(
         default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
     )
@@ -143,6 +153,12 @@ class ContrastiveTrainer(Trainer):
         evaluator: callable ``evaluator(encode_fn) -> dict[str, float]`` (e.g. ``STSEvaluator``), run on the main
             process at each evaluation, its metrics broadcast to all ranks.
         text_columns: the ordered text columns; inferred from ``train_dataset`` when omitted.
+        teacher: a frozen teacher model (same tokenizer) for an objective with ``needs_teacher_embeddings``;
+            default: ``args.teacher_name_or_path`` if set, else a deep copy of ``model`` taken here, before any
+            training (hence the *initial* model, also when resuming from a checkpoint). The teacher is put in eval
+            mode with ``requires_grad=False`` on the training device; it is not saved, not in the optimizer, not
+            wrapped by DDP/FSDP (a full copy on every rank), and embeds every step's merged batch without gradient
+            into ``batch["teacher_embeddings"]`` [C*B, D_teacher] before the objective runs.
     """
 
     _tag_names = ["hf_contrastive", "contrastive-learning", "sentence-embeddings"]
@@ -160,6 +176,7 @@ class ContrastiveTrainer(Trainer):
         evaluator=None,
         text_columns: list[str] | None = None,
         data_collator=None,
+        teacher=None,
         **kwargs,
     ) -> None:
         args = args or ContrastiveConfig(output_dir="outputs")
@@ -214,6 +231,7 @@ class ContrastiveTrainer(Trainer):
         self._objective_log_sums: dict[str, torch.Tensor] = {}
         self._objective_log_count = 0
         self.check_configuration()
+        self.teacher, self.teacher_description = self._build_teacher(model, teacher)
 
     # ----------------------------------------------------------------------------------------------- checks
     def check_configuration(self) -> None:
@@ -244,6 +262,50 @@ class ContrastiveTrainer(Trainer):
                     "and there is no negative column: raise per_device_train_batch_size."
                 )
 
+    # ----------------------------------------------------------------------------------------------- teacher
+    def _build_teacher(self, model, teacher) -> tuple[Any, str | None]:
+        """The frozen teacher (eval, no grad, on the device) and how it was obtained; ``(None, None)`` if unused."""
+        explicit = teacher is not None or self.args.teacher_name_or_path is not None
+        if not getattr(self.objective, "needs_teacher_embeddings", False):
+            if explicit:
+                raise ValueError(
+                    f"A teacher was given, but the {self.objective.name} objective (as configured) does not use "
+                    "teacher embeddings: remove teacher / teacher_name_or_path, or configure the objective to use it."
+                )
+            return None, None
+        if teacher is not None:
+            description = "frozen model passed as teacher"
+        elif self.args.teacher_name_or_path is not None:
+            teacher = load_teacher(self.args.teacher_name_or_path, self._encoder())
+            description = f"frozen {self.args.teacher_name_or_path}"
+        elif model is not None:
+            teacher = copy.deepcopy(model)
+            description = "frozen copy of the initial model"
+        else:
+            raise ValueError(
+                f"The {self.objective.name} objective needs a teacher: pass model, teacher or teacher_name_or_path."
+            )
+        check_tokenizer_matches_model(self.processing_class, teacher)
+        teacher.requires_grad_(False)
+        return teacher.eval().to(self.args.device), description
+
+    def add_teacher_embeddings(self, inputs: dict) -> None:
+        """Put the teacher's embeddings of the merged batch in ``inputs["teacher_embeddings"]`` [C*B, D_teacher].
+
+        No gradient, eval mode (no dropout, no RNG draw), under the step's autocast; uncached steps embed like the
+        model (``forward_token_budget`` chunks), cached steps in the gradient cache's token-budgeted mini-batches.
+        """
+        if self.teacher is None:
+            return
+        features = self.model_features(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            if self.gradient_cache is None:
+                embeddings = self.embed(self.teacher, features)
+            else:
+                plan = self.gradient_cache.plan(features["attention_mask"])
+                embeddings = embed_by_plan(partial(self.model_embed, self.teacher), features, plan, self.padding_side)
+        inputs["teacher_embeddings"] = embeddings
+
     def _role_names(self) -> tuple[str, ...]:
         collator = self.data_collator
         return tuple(getattr(collator, "column_names", None) or self.text_columns)
@@ -273,6 +335,7 @@ class ContrastiveTrainer(Trainer):
             "unpad_inputs": args.unpad_inputs,
             "sampler": "no-duplicates (global)" if args.no_duplicates_sampler else "random",
             "mask_false_negatives": getattr(self.objective, "mask_false_negatives", None),
+            **({"teacher": self.teacher_description} if self.teacher is not None else {}),
         }
 
     def train(self, *args, **kwargs):
@@ -349,6 +412,7 @@ class ContrastiveTrainer(Trainer):
         return output.loss, output.logs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.add_teacher_embeddings(inputs)
         embeddings = self.embed(model, self.model_features(inputs))
         loss, logs = self.objective_loss(embeddings, inputs)
         if model.training:
@@ -366,6 +430,7 @@ class ContrastiveTrainer(Trainer):
     def _cached_training_step(self, model, inputs) -> torch.Tensor:
         model.train()
         inputs = self._prepare_inputs(inputs)
+        self.add_teacher_embeddings(inputs)
 
         def embed(features):
             with self.compute_loss_context_manager():
@@ -557,6 +622,14 @@ class ZeroObjectiveGradients(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.objective.zero_grad(set_to_none=True)
+
+
+def load_teacher(name_or_path: str, student) -> ContrastiveEncoder:
+    """Load a teacher: a saved ContrastiveEncoder as it is, or a backbone wrapped with ``student``'s pooling."""
+    if AutoConfig.from_pretrained(name_or_path).model_type == ContrastiveEncoderConfig.model_type:
+        return AutoModel.from_pretrained(name_or_path)
+    pooling = getattr(getattr(student, "config", None), "pooling", "mean")
+    return ContrastiveEncoder.from_backbone(name_or_path, pooling=pooling)
 
 
 def check_tokenizer_matches_model(tokenizer, model) -> None:

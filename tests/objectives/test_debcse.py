@@ -52,6 +52,7 @@ def hand_objective(**overrides) -> DebCSE:
         negative_threshold=0.5,
         surface_bins=2,
         length_bins=2,
+        semantic_source="model",
     )
     return DebCSE(**{**options, **overrides})
 
@@ -232,7 +233,7 @@ def test_forward_of_the_hand_made_batch():
 
 def test_unsupervised_simcse_limit_spec_hand_case():
     """papers/debcse.md 8.4: N = 2 orthonormal identical views, tau = 1 -> log(1 + e^-1) = 0.3133 per row."""
-    objective = DebCSE(temperature=1.0, num_neighbors=0, hard_negatives=False)
+    objective = DebCSE(temperature=1.0, num_neighbors=0, hard_negatives=False, semantic_source="model")
     views = torch.eye(2)
     out = objective({"anchor": views, "positive": views}, single_column_batch(torch.tensor([[1, 3, 2], [1, 4, 2]])))
     assert out.loss.item() == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-6)
@@ -244,7 +245,7 @@ def test_without_mined_pairs_it_equals_info_nce():
     anchors, positives = torch.randn(5, 8), torch.randn(5, 8)
     ids = torch.randint(3, 50, (5, 6))
     batch = single_column_batch(ids, hashes=[1, 2, 3, 2, 5])  # one duplicated text: masked in both
-    debcse = DebCSE(temperature=0.1, num_neighbors=0, hard_negatives=False)
+    debcse = DebCSE(temperature=0.1, num_neighbors=0, hard_negatives=False, semantic_source="model")
     info_nce = InfoNCE(temperature=0.1)
     expected = info_nce({"anchor": anchors, "positive": positives}, batch).loss
     assert debcse({"anchor": anchors, "positive": positives}, batch).loss.item() == pytest.approx(expected.item())
@@ -254,7 +255,9 @@ def test_simcse_weight_adds_the_plain_in_batch_term():
     torch.manual_seed(1)
     columns = {"anchor": torch.randn(4, 8), "positive": torch.randn(4, 8)}
     batch = single_column_batch(torch.randint(3, 50, (4, 6)))
-    options = dict(temperature=0.2, num_neighbors=2, positive_threshold=-1.0, negative_threshold=1.0)
+    options = dict(
+        temperature=0.2, num_neighbors=2, positive_threshold=-1.0, negative_threshold=1.0, semantic_source="model"
+    )
     plain = DebCSE(**options)(columns, batch).loss
     mixed = DebCSE(**options, simcse_weight=0.5)(columns, batch).loss
     simcse = InfoNCE(temperature=0.2)(columns, batch).loss
@@ -283,7 +286,9 @@ def test_sample_mode_draws_one_pair_per_anchor_and_changes_every_call():
     torch.manual_seed(4)
     columns = {"anchor": torch.randn(6, 8), "positive": torch.randn(6, 8)}
     batch = single_column_batch(torch.randint(3, 50, (6, 6)))
-    options = dict(num_neighbors=5, positive_threshold=-1.0, negative_threshold=1.0, mode="sample")
+    options = dict(
+        num_neighbors=5, positive_threshold=-1.0, negative_threshold=1.0, mode="sample", semantic_source="model"
+    )
     first, second = DebCSE(**options), DebCSE(**options)
     losses = [first(columns, batch).loss.item() for _ in range(4)]
     assert losses == [second(columns, batch).loss.item() for _ in range(4)]  # same seed, same draws
@@ -317,7 +322,12 @@ def test_gradients_match_finite_differences_with_weights_held_constant(simcse_we
     positives = (anchors.detach() + 0.3 * torch.randn(5, 4, dtype=torch.float64)).requires_grad_(True)
     batch = single_column_batch(torch.randint(3, 30, (5, 6)))
     objective = DebCSE(
-        temperature=0.5, num_neighbors=2, positive_threshold=0.0, negative_threshold=0.9, simcse_weight=simcse_weight
+        temperature=0.5,
+        num_neighbors=2,
+        positive_threshold=0.0,
+        negative_threshold=0.9,
+        simcse_weight=simcse_weight,
+        semantic_source="model",
     )
     out = objective({"anchor": anchors, "positive": positives}, batch)
     assert out.logs["mined_positive_share"] > 0 and out.logs["hard_negative_rate"] > 0
@@ -364,7 +374,14 @@ def uncached_gradients(model, objective, features, batch, cache):
 @pytest.mark.parametrize("mode", ["weighted", "sample"])
 def test_cached_gradients_equal_uncached_with_dropout(tiny_tokenizer, mode):
     features, batch = collated(tiny_tokenizer)
-    options = dict(temperature=0.1, num_neighbors=3, positive_threshold=0.9, negative_threshold=0.95, mode=mode)
+    options = dict(
+        temperature=0.1,
+        num_neighbors=3,
+        positive_threshold=0.9,
+        negative_threshold=0.95,
+        mode=mode,
+        semantic_source="model",
+    )
     cache = GradientCache(token_budget=40)
     model = make_tiny_encoder(len(tiny_tokenizer)).train()
     torch.manual_seed(11)
