@@ -9,9 +9,11 @@ uncached or under :class:`hf_contrastive.cache.GradientCache`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -66,3 +68,34 @@ class ContrastiveObjective(nn.Module):
                 f"{type(self).__name__} needs the columns {list(self.required_columns)} "
                 f"but the batch has {list(column_names)}: missing {missing}."
             )
+
+
+class ScaledSimilarity:
+    """Mixin for objectives that score ``similarity(a, b) / tau`` with a fixed or learned temperature.
+
+    ``init_similarity`` validates and stores ``temperature``, ``learnable_temperature`` (a ``log_scale`` parameter,
+    CLIP-style, initialised at ``log(1 / tau)``), ``max_scale`` (clamp on the learned ``1 / tau``) and ``similarity``
+    (``"cosine"``: normalise first; ``"dot"``: raw vectors). Call it after ``nn.Module.__init__``.
+    """
+
+    def init_similarity(self, temperature: float, learnable_temperature: bool, max_scale: float, similarity: str):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if similarity not in ("cosine", "dot"):
+            raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}.")
+        self.temperature = temperature
+        self.learnable_temperature = learnable_temperature
+        self.max_scale = max_scale
+        self.similarity = similarity
+        if learnable_temperature:
+            self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def scale(self) -> torch.Tensor | float:
+        """``1 / tau``: a tensor when learned (clamped to ``max_scale``), else a float."""
+        if self.learnable_temperature:
+            return self.log_scale.exp().clamp(max=self.max_scale)
+        return 1.0 / self.temperature
+
+    def _prepare(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Normalise for cosine similarity; leave as is for the dot product."""
+        return F.normalize(embedding, dim=-1) if self.similarity == "cosine" else embedding

@@ -25,14 +25,11 @@ clamped to ``max_scale``), ``similarity`` ("cosine" or "dot"), ``symmetric``, ``
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .. import distributed
-from .base import ContrastiveObjective, ObjectiveOutput
+from .base import ContrastiveObjective, ObjectiveOutput, ScaledSimilarity
 
 SIMCSE_CITATION = """@inproceedings{gao2021simcse,
   title = {{SimCSE}: Simple Contrastive Learning of Sentence Embeddings},
@@ -61,7 +58,7 @@ def false_negative_mask(
     return same_input
 
 
-class InfoNCE(ContrastiveObjective):
+class InfoNCE(ScaledSimilarity, ContrastiveObjective):
     """InfoNCE over in-batch (all ranks) and hard negatives; the SimCSE / MNRL objective.
 
     Args:
@@ -91,34 +88,16 @@ class InfoNCE(ContrastiveObjective):
         gather_across_devices: bool = True,
     ) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        if similarity not in ("cosine", "dot"):
-            raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}.")
-        self.temperature = temperature
-        self.learnable_temperature = learnable_temperature
-        self.max_scale = max_scale
-        self.similarity = similarity
+        self.init_similarity(temperature, learnable_temperature, max_scale, similarity)
         self.symmetric = symmetric
         self.mask_false_negatives = mask_false_negatives
         self.gather_across_devices = gather_across_devices
-        if learnable_temperature:
-            self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
-
-    def scale(self) -> torch.Tensor | float:
-        """``1 / tau``: a tensor when learned (clamped to ``max_scale``), else a float."""
-        if self.learnable_temperature:
-            return self.log_scale.exp().clamp(max=self.max_scale)
-        return 1.0 / self.temperature
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return distributed.gather_with_grad(tensor) if self.gather_across_devices else tensor
 
     def _gather_hashes(self, hashes: torch.Tensor) -> torch.Tensor:
         return distributed.gather_no_grad(hashes) if self.gather_across_devices else hashes
-
-    def _prepare(self, embedding: torch.Tensor) -> torch.Tensor:
-        return F.normalize(embedding, dim=-1) if self.similarity == "cosine" else embedding
 
     def _direction_loss(
         self,

@@ -47,14 +47,12 @@ MLP scorer, so the same encoder and evaluator serve both forms; label texts go t
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed
-from .base import ContrastiveObjective, ObjectiveOutput
+from .base import ContrastiveObjective, ObjectiveOutput, ScaledSimilarity
 from .info_nce import negative_columns
 
 PRIMER_CITATION = """@article{rethmeier2023primer,
@@ -97,7 +95,7 @@ def label_candidate_mask(
     return valid
 
 
-class InputLabelContrast(ContrastiveObjective):
+class InputLabelContrast(ScaledSimilarity, ContrastiveObjective):
     """Contrast texts with their label descriptions: softmax over candidate labels, or per-label sigmoid (BCE).
 
     Args:
@@ -135,18 +133,13 @@ class InputLabelContrast(ContrastiveObjective):
         gather_across_devices: bool = True,
     ) -> None:
         super().__init__()
-        _check_options(form, temperature, similarity, bias, learnable_bias)
+        _check_options(form, bias, learnable_bias)
         self.form = form
-        self.temperature = temperature
-        self.learnable_temperature = learnable_temperature
-        self.max_scale = max_scale
-        self.similarity = similarity
+        self.init_similarity(temperature, learnable_temperature, max_scale, similarity)
         self.learnable_bias = learnable_bias
         self.in_batch_labels = in_batch_labels
         self.gather_across_devices = gather_across_devices
         self.initial_bias = float(bias)
-        if learnable_temperature:
-            self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
         if learnable_bias:
             self.bias = nn.Parameter(torch.tensor(float(bias)))
         else:
@@ -158,12 +151,6 @@ class InputLabelContrast(ContrastiveObjective):
         if self.in_batch_labels:
             return super().effective_negatives(gathered_rows, negatives_per_row)
         return negatives_per_row
-
-    def scale(self) -> torch.Tensor | float:
-        """``1 / tau``: a tensor when learned (clamped to ``max_scale``), else a float."""
-        if self.learnable_temperature:
-            return self.log_scale.exp().clamp(max=self.max_scale)
-        return 1.0 / self.temperature
 
     def forward(self, embeddings: dict[str, torch.Tensor], batch: dict) -> ObjectiveOutput:
         """Local loss over the batch's text-label pairs; ``batch["input_hashes"]`` [C, B] aligned with its columns."""
@@ -193,9 +180,6 @@ class InputLabelContrast(ContrastiveObjective):
             else self._binary_loss(logits, valid, target)
         )
         return ObjectiveOutput(loss=loss, logs=self._logs(logits, valid, target))
-
-    def _prepare(self, embedding: torch.Tensor) -> torch.Tensor:
-        return F.normalize(embedding, dim=-1) if self.similarity == "cosine" else embedding
 
     def _batch_candidates(
         self, anchors: torch.Tensor, labels: list[torch.Tensor], hashes: dict, label_roles: list[str]
@@ -243,12 +227,8 @@ class InputLabelContrast(ContrastiveObjective):
         }
 
 
-def _check_options(form: str, temperature: float, similarity: str, bias: float, learnable_bias: bool) -> None:
+def _check_options(form: str, bias: float, learnable_bias: bool) -> None:
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}.")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
-    if similarity not in ("cosine", "dot"):
-        raise ValueError(f"similarity must be 'cosine' or 'dot', got {similarity!r}.")
     if form == "softmax" and (bias != 0 or learnable_bias):
         raise ValueError("bias and learnable_bias apply to form='binary' only: a softmax ignores a shared offset.")
