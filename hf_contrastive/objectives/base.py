@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
+
 
 def split_columns(embeddings: torch.Tensor, column_names: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Split merged [C*B, D] embeddings (column-major, as the collator lays them out) into ``{column: [B, D]}``."""
@@ -45,6 +47,20 @@ class ContrastiveObjective(nn.Module):
     required_columns: tuple[str, ...] = ("anchor", "positive")
     optional_column_prefix: str | None = None
     needs_teacher_embeddings: bool = False
+
+    gather_across_devices: bool = True
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rows of every rank, with gradient, when ``gather_across_devices`` (see ``distributed``); else as is."""
+        return distributed.gather_with_grad(tensor) if self.gather_across_devices else tensor
+
+    def _gather_no_grad(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rows of every rank for values without gradient (hashes, token ids, teacher embeddings)."""
+        return distributed.gather_no_grad(tensor) if self.gather_across_devices else tensor
+
+    def _local_offset(self, local_batch_size: int) -> int:
+        """Index of this rank's first row in a gathered column (0 when not gathering)."""
+        return distributed.local_offset(local_batch_size) if self.gather_across_devices else 0
 
     def forward(self, embeddings: dict[str, torch.Tensor], batch: dict) -> ObjectiveOutput:  # pragma: no cover
         raise NotImplementedError

@@ -320,12 +320,6 @@ class DebCSE(ContrastiveObjective):
         self.calls = 0  # advances the sampling generator once per forward, identically on every rank
 
     # ------------------------------------------------------------------------------------------- gathering
-    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        return distributed.gather_with_grad(tensor) if self.gather_across_devices else tensor
-
-    def _gather_no_grad(self, tensor: torch.Tensor) -> torch.Tensor:
-        return distributed.gather_no_grad(tensor) if self.gather_across_devices else tensor
-
     def _gather_tokens(self, batch: dict, role: str) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = column_tokens(batch, role)
         return gather_tokens(ids, mask) if self.gather_across_devices else (ids, mask)
@@ -436,7 +430,7 @@ class DebCSE(ContrastiveObjective):
         anchors = F.normalize(embeddings["anchor"], dim=-1)
         candidates = torch.cat([self._gather(F.normalize(embeddings[role], dim=-1)) for role in candidate_roles])
         local = anchors.shape[0]
-        offset = distributed.local_offset(local) if self.gather_across_devices else 0
+        offset = self._local_offset(local)
         rows = slice(offset, offset + local)
 
         semantic = self.semantic_similarity(anchors, candidates, batch, candidate_roles)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import distributed
 from .base import ContrastiveObjective, ObjectiveOutput, ScaledSimilarity
 
 SIMCSE_CITATION = """@inproceedings{gao2021simcse,
@@ -93,12 +92,6 @@ class InfoNCE(ScaledSimilarity, ContrastiveObjective):
         self.mask_false_negatives = mask_false_negatives
         self.gather_across_devices = gather_across_devices
 
-    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        return distributed.gather_with_grad(tensor) if self.gather_across_devices else tensor
-
-    def _gather_hashes(self, hashes: torch.Tensor) -> torch.Tensor:
-        return distributed.gather_no_grad(hashes) if self.gather_across_devices else hashes
-
     def _direction_loss(
         self,
         queries: torch.Tensor,
@@ -126,7 +119,7 @@ class InfoNCE(ScaledSimilarity, ContrastiveObjective):
 
         # Each column is gathered separately: [P_all | N1_all | ... | Nk_all] (see distributed.py).
         candidates = torch.cat([self._gather(positives), *(self._gather(n) for n in negatives)])
-        offset = distributed.local_offset(local_batch) if self.gather_across_devices else 0
+        offset = self._local_offset(local_batch)
         labels = torch.arange(offset, offset + local_batch, device=anchors.device)
         if candidates.shape[0] < 2:
             raise ValueError(
@@ -154,10 +147,10 @@ class InfoNCE(ScaledSimilarity, ContrastiveObjective):
         by_role = dict(zip(column_names, hashes))
         if reverse:
             return false_negative_mask(
-                by_role["positive"], by_role["anchor"], self._gather_hashes(by_role["anchor"]), labels
+                by_role["positive"], by_role["anchor"], self._gather_no_grad(by_role["anchor"]), labels
             )
         candidate_roles = ["positive", *negative_columns(column_names)]
-        candidate_hashes = torch.cat([self._gather_hashes(by_role[role]) for role in candidate_roles])
+        candidate_hashes = torch.cat([self._gather_no_grad(by_role[role]) for role in candidate_roles])
         return false_negative_mask(by_role["anchor"], by_role["positive"], candidate_hashes, labels)
 
     def get_config_dict(self) -> dict:

@@ -51,7 +51,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed
 from .base import ContrastiveObjective, ObjectiveOutput, ScaledSimilarity
 from .info_nce import negative_columns
 
@@ -185,11 +184,11 @@ class InputLabelContrast(ScaledSimilarity, ContrastiveObjective):
         self, anchors: torch.Tensor, labels: list[torch.Tensor], hashes: dict, label_roles: list[str]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scores [B, M] against the gathered label columns, their hashes [B, M] and the targets [B]."""
-        gather = distributed.gather_with_grad if self.gather_across_devices else (lambda tensor: tensor)
-        gather_hashes = distributed.gather_no_grad if self.gather_across_devices else (lambda tensor: tensor)
+        gather = self._gather
+        gather_hashes = self._gather_no_grad
         candidates = torch.cat([gather(label) for label in labels])
         candidate_hashes = torch.cat([gather_hashes(hashes[role]) for role in label_roles])
-        offset = distributed.local_offset(len(anchors)) if self.gather_across_devices else 0
+        offset = self._local_offset(len(anchors))
         target = torch.arange(offset, offset + len(anchors), device=anchors.device)
         return anchors @ candidates.T, candidate_hashes.expand(len(anchors), -1), target
 

@@ -48,7 +48,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed
 from .base import ContrastiveObjective, ObjectiveOutput
 from .info_nce import false_negative_mask
 
@@ -255,9 +254,6 @@ class WhitenedCSE(ContrastiveObjective):
         with torch.autocast(device_type=view.device.type, enabled=False):
             return torch.tanh(self.head(whitened))
 
-    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        return distributed.gather_with_grad(tensor) if self.gather_across_devices else tensor
-
     def forward(self, embeddings: dict[str, torch.Tensor], batch: dict) -> ObjectiveOutput:
         """Local WhitenedCSE loss; ``batch["input_hashes"]`` [C, B] aligned with ``batch["column_names"]``."""
         column_names = tuple(batch["column_names"])
@@ -269,7 +265,7 @@ class WhitenedCSE(ContrastiveObjective):
         self.steps += 1
         projected = [self.project(self._gather(embeddings[name]), perm) for name, perm in zip(views, permutations)]
 
-        offset = distributed.local_offset(local_batch) if self.gather_across_devices else 0
+        offset = self._local_offset(local_batch)
         labels = torch.arange(offset, offset + local_batch, device=projected[0].device)
         masks = self._masks(batch, column_names, views, labels) if self.mask_false_negatives else None
         loss, hits = multi_positive_info_nce(
@@ -282,7 +278,7 @@ class WhitenedCSE(ContrastiveObjective):
     ) -> list[torch.Tensor]:
         """Per positive view, bool [B, M]: candidates whose input repeats the anchor's or the positive's."""
         by_role = dict(zip(column_names, batch["input_hashes"].to(labels.device)))
-        gather = distributed.gather_no_grad if self.gather_across_devices else (lambda tensor: tensor)
+        gather = self._gather_no_grad
         return [
             false_negative_mask(by_role["anchor"], by_role[name], gather(by_role[name]), labels) for name in views[1:]
         ]
