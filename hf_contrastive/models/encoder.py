@@ -131,6 +131,13 @@ class ContrastiveEncoder(PreTrainedModel):
         model.backbone = pretrained
         return model
 
+    @classmethod
+    def load(cls, name_or_path: str, **encoder_kwargs) -> ContrastiveEncoder:
+        """A saved ContrastiveEncoder as it is (its own pooling etc.), or a backbone wrapped with ``encoder_kwargs``."""
+        if AutoConfig.from_pretrained(name_or_path).model_type == ContrastiveEncoderConfig.model_type:
+            return AutoModel.from_pretrained(name_or_path)
+        return cls.from_backbone(name_or_path, **encoder_kwargs)
+
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
 

@@ -39,9 +39,9 @@ from typing import Any
 import datasets
 import torch
 import yaml
-from transformers import AutoConfig, AutoModel, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
 
-from hf_contrastive import ContrastiveEncoder, ContrastiveEncoderConfig
+from hf_contrastive import ContrastiveEncoder
 from hf_contrastive.data import load_contrastive_dataset, make_corpus, make_pair_dataset, make_sts_dataset
 from hf_contrastive.evaluation import STSEvaluator
 from hf_contrastive.hub import CardEvalResult
@@ -260,11 +260,7 @@ def build_model(script_args: ScriptArguments, tokenizer) -> ContrastiveEncoder:
 
 def load_encoder(name_or_path: str, **encoder_kwargs) -> ContrastiveEncoder:
     """Load a saved ContrastiveEncoder as it is, or wrap a pretrained backbone with ``encoder_kwargs`` (pooling, ...)."""
-    path = resolve_model_path(name_or_path)
-    if AutoConfig.from_pretrained(path).model_type == ContrastiveEncoderConfig.model_type:
-        logger.info("Loading the saved ContrastiveEncoder %s with its own pooling/projection/normalize.", path)
-        return AutoModel.from_pretrained(path)
-    model = ContrastiveEncoder.from_backbone(path, **encoder_kwargs)
+    model = ContrastiveEncoder.load(resolve_model_path(name_or_path), **encoder_kwargs)
     if name_or_path.startswith(PYPI_PREFIX):  # the card names the wheel, not this machine's site-packages folder
         model.config.base_model_name_or_path = name_or_path
     return model

@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import distributed
 from ..cache import GradientCache, embed_by_plan, plan_mini_batches
 from ..data import ContrastiveCollator, NoDuplicatesBatchSampler, infer_text_columns, validate_contrastive_columns
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card, dataset_statistics, encoder_details
-from ..models.encoder import ContrastiveEncoder, ContrastiveEncoderConfig
+from ..models.encoder import ContrastiveEncoder
 from ..models.packed import enable_unpadding
 from ..objectives import ContrastiveObjective, build_objective, split_columns
 from ..objectives.info_nce import negative_columns
@@ -276,7 +276,8 @@ class ContrastiveTrainer(Trainer):
         if teacher is not None:
             description = "frozen model passed as teacher"
         elif self.args.teacher_name_or_path is not None:
-            teacher = load_teacher(self.args.teacher_name_or_path, self._encoder())
+            pooling = getattr(self._encoder().config, "pooling", "mean")  # a bare backbone pools like the student
+            teacher = ContrastiveEncoder.load(self.args.teacher_name_or_path, pooling=pooling)
             description = f"frozen {self.args.teacher_name_or_path}"
         elif model is not None:
             teacher = copy.deepcopy(model)
@@ -622,14 +623,6 @@ class ZeroObjectiveGradients(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.objective.zero_grad(set_to_none=True)
-
-
-def load_teacher(name_or_path: str, student) -> ContrastiveEncoder:
-    """Load a teacher: a saved ContrastiveEncoder as it is, or a backbone wrapped with ``student``'s pooling."""
-    if AutoConfig.from_pretrained(name_or_path).model_type == ContrastiveEncoderConfig.model_type:
-        return AutoModel.from_pretrained(name_or_path)
-    pooling = getattr(getattr(student, "config", None), "pooling", "mean")
-    return ContrastiveEncoder.from_backbone(name_or_path, pooling=pooling)
 
 
 def check_tokenizer_matches_model(tokenizer, model) -> None:
