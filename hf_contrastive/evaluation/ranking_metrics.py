@@ -68,7 +68,9 @@ def recall(ranked_relevance: torch.Tensor, num_relevant: torch.Tensor, k: int | 
     return torch.where(total > 0, found / total.clamp(min=1), 0.0).to(_cut(ranked_relevance, k).dtype)
 
 
-def average_precision(ranked_relevance: torch.Tensor, num_relevant: torch.Tensor, k: int | None = None) -> torch.Tensor:
+def average_precision(
+    ranked_relevance: torch.Tensor, num_relevant: torch.Tensor, k: int | None = None
+) -> torch.Tensor:
     """AP@k: mean over the query's ``num_relevant`` documents of the precision at each one's rank (0 if unseen)."""
     relevant = (_cut(ranked_relevance, k) > 0).to(torch.float64)
     ranks = torch.arange(1, relevant.shape[-1] + 1, device=relevant.device, dtype=torch.float64)
