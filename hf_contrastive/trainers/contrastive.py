@@ -506,16 +506,23 @@ class ContrastiveTrainer(Trainer):
         return metrics
 
     def run_evaluator(self, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Run the evaluator once on the main process and share its metrics with every rank."""
+        """Run the evaluator and share its metrics with every rank.
+
+        By default it runs once, on the main process. An evaluator with ``runs_on_all_ranks = True`` (a corpus
+        encoder that shards its work, e.g. ``RetrievalEvaluator``) is called on every rank and must return the same
+        metrics everywhere.
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        encode = partial(
+            model.encode,
+            tokenizer=self.processing_class,
+            batch_size=self.args.eval_batch_size,
+            max_length=self.args.max_length,
+        )
+        if getattr(self.evaluator, "runs_on_all_ranks", False):
+            return {f"{metric_key_prefix}_{k}": v for k, v in self.evaluator(encode).items()}
         results: list[dict[str, float] | None] = [None]
         if self.args.process_index == 0:
-            model = self.accelerator.unwrap_model(self.model)
-            encode = partial(
-                model.encode,
-                tokenizer=self.processing_class,
-                batch_size=self.args.eval_batch_size,
-                max_length=self.args.max_length,
-            )
             results[0] = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluator(encode).items()}
         if distributed.is_distributed():
             torch.distributed.broadcast_object_list(results, src=0)
