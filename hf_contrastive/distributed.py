@@ -58,6 +58,13 @@ def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def collective_device() -> torch.device:
+    """The device a collective's tensors must live on: CUDA for NCCL, the CPU for gloo."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def local_offset(local_batch_size: int) -> int:
     """Index of this rank's first row inside a gathered column: ``rank * B``."""
     return rank() * local_batch_size

@@ -1,11 +1,19 @@
-"""Evaluate embeddings during and after training: STS correlation, human-similarity approximation and local
-`evaluate` metrics (offline)."""
+"""Evaluate embeddings during and after training: STS correlation, human-similarity approximation, retrieval and
+re-ranking, and local `evaluate` metrics (offline)."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .classification import LabelAccuracyEvaluator, compute_classification_metrics, nearest_label
 from .human_similarity import HumanSimilarityEvaluator, ReliabilityEstimate
+from .retrieval import (
+    RerankingEvaluator,
+    RetrievalEvaluator,
+    compute_retrieval_metrics,
+    document_text,
+    encode_corpus,
+    retrieve,
+)
 from .sts import STSEvaluator, compute_sts_metrics
 
 if TYPE_CHECKING:
@@ -34,9 +42,15 @@ __all__ = [
     "HumanSimilarityEvaluator",
     "LabelAccuracyEvaluator",
     "ReliabilityEstimate",
+    "RerankingEvaluator",
+    "RetrievalEvaluator",
     "STSEvaluator",
     "compute_classification_metrics",
+    "compute_retrieval_metrics",
     "compute_sts_metrics",
+    "document_text",
+    "encode_corpus",
     "load_metric",
     "nearest_label",
+    "retrieve",
 ]

@@ -5,7 +5,9 @@ at each of the first K ranks, in rank order (rank 1 first), with any leading bat
 short list is relevance 0. The PL policy gradient gathers labels with its sampled rankings into this form; the
 retrieval evaluators look up the qrels of their top-K lists.
 
-Definitions (pytrec_eval / BEIR conventions):
+Definitions (cutoffs, IDCG over all judged documents and averaging as in pytrec_eval / BEIR; the gain is the PG-Rank
+spec's exponential one, where trec_eval uses ``rel`` itself: the two agree on binary labels, and
+``evaluation.retrieval`` offers ``ndcg_gain="linear"`` for graded qrels):
 
 - ``DCG@k = sum_{i<=k} (2^rel_i - 1) / log2(i + 1)``; ``nDCG@k = DCG@k / IDCG@k`` where IDCG@k is the DCG of
   ``ideal_relevance`` (every judged grade of the query, so relevant documents missing from the list still count)
