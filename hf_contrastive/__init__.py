@@ -15,6 +15,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "ContrastiveTrainer": "hf_contrastive.trainers",
     "ContrastiveConfig": "hf_contrastive.trainers",
+    "PlackettLuceTrainer": "hf_contrastive.trainers",
+    "PlackettLuceConfig": "hf_contrastive.trainers",
+    "RetrievalEvaluator": "hf_contrastive.evaluation",
+    "RerankingEvaluator": "hf_contrastive.evaluation",
     "InfoNCE": "hf_contrastive.objectives",
     "GradientCache": "hf_contrastive.cache",
     "ContrastiveCollator": "hf_contrastive.data",

@@ -73,6 +73,14 @@ FACT_LABELS = {
     "unpad_inputs": "Padding-free forward (packed, varlen attention)",
     "teacher": "Semantic-similarity teacher (frozen)",
     "sampler": "Batch sampler",
+    "utility": "Ranking utility optimised",
+    "rankings_sampled_per_query": "Rankings sampled per query (Plackett-Luce)",
+    "baseline": "Policy-gradient baseline",
+    "candidates_per_query": "Candidates per query",
+    "non_relevant_candidates_per_query": "Non-relevant candidates per query",
+    "queries_without_relevant_candidate": "Queries without a relevant candidate (no gradient)",
+    "max_candidates": "Cap on candidates per query",
+    "similarity": "Similarity",
 }
 
 HF_CONTRASTIVE_CITATION = """@software{hf_contrastive,

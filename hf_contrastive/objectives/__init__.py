@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "debcse": "debcse:DebCSE",
     "whitenedcse": "whitenedcse:WhitenedCSE",
     "input_label": "input_label:InputLabelContrast",
+    "plackett_luce": "plackett_luce:PlackettLuceObjective",
 }
 
 

@@ -1,5 +1,6 @@
 """Trainers: Trainer subclasses and their config dataclasses."""
 
 from .contrastive import ContrastiveConfig, ContrastiveTrainer
+from .plackett_luce import PlackettLuceConfig, PlackettLuceTrainer
 
-__all__ = ["ContrastiveConfig", "ContrastiveTrainer"]
+__all__ = ["ContrastiveConfig", "ContrastiveTrainer", "PlackettLuceConfig", "PlackettLuceTrainer"]

@@ -253,14 +253,20 @@ class ContrastiveTrainer(Trainer):
                 "gather_across_devices=True needs dataloader_drop_last=True: every rank must gather the same "
                 "number of rows."
             )
-        if self.text_columns is not None:
-            has_negatives = bool(negative_columns(tuple(self._role_names())))
-            global_batch = args.per_device_train_batch_size * (args.world_size if args.gather_across_devices else 1)
-            if global_batch < 2 and not has_negatives:
-                raise ValueError(
-                    f"In-batch negatives need at least 2 rows per (gathered) batch, but the batch holds {global_batch} "
-                    "and there is no negative column: raise per_device_train_batch_size."
-                )
+        self.check_negatives()
+
+    def check_negatives(self) -> None:
+        """In-batch negatives need at least 2 (gathered) rows unless a hard-negative column brings its own."""
+        if self.text_columns is None:
+            return
+        args = self.args
+        has_negatives = bool(negative_columns(tuple(self._role_names())))
+        global_batch = args.per_device_train_batch_size * (args.world_size if args.gather_across_devices else 1)
+        if global_batch < 2 and not has_negatives:
+            raise ValueError(
+                f"In-batch negatives need at least 2 rows per (gathered) batch, but the batch holds {global_batch} "
+                "and there is no negative column: raise per_device_train_batch_size."
+            )
 
     # ----------------------------------------------------------------------------------------------- teacher
     def _build_teacher(self, model, teacher) -> tuple[Any, str | None]:
@@ -339,8 +345,8 @@ class ContrastiveTrainer(Trainer):
             **({"teacher": self.teacher_description} if self.teacher is not None else {}),
         }
 
-    def train(self, *args, **kwargs):
-        facts = self.contrastive_facts()
+    def start_message(self, facts: dict[str, Any]) -> str:
+        """One line logged when training starts: batches, negatives, cache and sampler."""
         message = (
             f"Contrastive training: global batch {facts['global_batch']} over {facts['world_size']} process(es), "
             f"{facts['effective_negatives_per_anchor']} negatives per anchor "
@@ -350,6 +356,10 @@ class ContrastiveTrainer(Trainer):
         )
         if self.args.gradient_accumulation_steps > 1:
             message += " Gradient accumulation adds no negatives; use gradient_cache for larger in-batch pools."
+        return message
+
+    def train(self, *args, **kwargs):
+        message = self.start_message(self.contrastive_facts())
         if self.is_world_process_zero():
             logger.warning(message)
         return super().train(*args, **kwargs)

@@ -1,7 +1,8 @@
 """Run short ContrastiveTrainer trainings in several modes and save their losses and gradients.
 
-A *scenario* (JSON) names the objective, its options, the dataset layout, the modes to run and optional extra
-config fields (``"config": {"text_views": 3}``). Launched by
+A *scenario* (JSON) names the objective, its options, the dataset layout, the modes to run, optional extra
+config fields (``"config": {"text_views": 3}``) and optionally the trainer (``"trainer": "plackett_luce"`` trains
+ranking rows with ``PlackettLuceTrainer``; default ``ContrastiveTrainer``). Launched by
 :func:`tests.trainers.distributed_check.assert_distributed_matches_single` as
 ``torchrun --nproc_per_node 2 -m tests.trainers.ddp_worker TOKENIZER_DIR OUT_FILE PER_DEVICE_BATCH SCENARIO_JSON``
 and called in-process with world size 1 and the doubled batch as the reference.
@@ -11,12 +12,14 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import fields
 
 import torch
 from datasets import Dataset
 from transformers import AutoTokenizer, TrainerCallback
 
-from hf_contrastive.trainers import ContrastiveTrainer
+from hf_contrastive.trainers import ContrastiveConfig, ContrastiveTrainer
+from hf_contrastive.trainers.plackett_luce import PlackettLuceConfig, PlackettLuceTrainer
 
 from ..conftest import SENTENCES
 from .helpers import config, dropout_free_encoder, gradients, triplet_dataset
@@ -26,11 +29,54 @@ FSDP = {"fsdp": "full_shard", "fsdp_config": {"version": 2, "transformer_layer_c
 CHUNKED = {"forward_token_budget": 40}  # several length-sorted forwards before one backward
 MODES = {"plain": CHUNKED, "cached": CACHED, "fsdp": FSDP, "fsdp_cached": {**FSDP, **CACHED}}
 SHARDED = ("fsdp", "fsdp_cached")  # parameters (and gradients) are sharded: compare the losses only
+
+
+def ranking_dataset(rows: int = 16) -> Dataset:
+    """Ranking rows: 3-6 candidates per query, graded labels, one query without a relevant candidate, and
+    judged grades (of a relevant document missing from the candidates) on every third row."""
+    records = []
+    for i in range(rows):
+        relevant = (i * 5 + 3) % len(SENTENCES)
+        others = [j for j in range(len(SENTENCES)) if j not in (i % len(SENTENCES), relevant)]
+        candidates = [others[(i + 2 * j) % len(others)] for j in range(2 + i % 4)]
+        candidates.insert(i % len(candidates), relevant)
+        labels = [0 if i == 5 else 2 if j == relevant else int(j % 3 == 0) for j in candidates]
+        records.append(
+            {
+                "query": f"{SENTENCES[i % len(SENTENCES)]} {i}",
+                "documents": [f"{SENTENCES[j]} {i}" for j in candidates],
+                "labels": labels,
+                "judged_relevance": [*labels, 1] if i % 3 == 0 else None,
+            }
+        )
+    return Dataset.from_list(records)
+
+
+def ranking_config(output_dir, **overrides) -> PlackettLuceConfig:
+    """``helpers.config``'s test settings and ``overrides`` as a PlackettLuceConfig (ranking defaults elsewhere)."""
+    shared = config(output_dir, **overrides)
+    defaults = ContrastiveConfig(output_dir=str(output_dir))
+    changed = {
+        f.name: getattr(shared, f.name)
+        for f in fields(ContrastiveConfig)
+        if f.init and (f.name in overrides or getattr(shared, f.name) != getattr(defaults, f.name))
+    }
+    return PlackettLuceConfig(**{**changed, "output_dir": str(output_dir)})
+
+
 DATASETS = {
     "triplets": lambda: triplet_dataset(16),
     "text": lambda: Dataset.from_dict({"text": [f"{s} {i}" for i, s in enumerate(SENTENCES + SENTENCES[:4])]}),
+    "ranking": lambda: ranking_dataset(16),
 }
+TRAINERS = {"contrastive": (ContrastiveTrainer, config), "plackett_luce": (PlackettLuceTrainer, ranking_config)}
 INFO_NCE = {"objective": "info_nce", "options": {"learnable_temperature": True}, "dataset": "triplets"}
+PLACKETT_LUCE = {
+    "trainer": "plackett_luce",
+    "objective": "plackett_luce",
+    "options": {"k": 3, "num_samples": 4, "learnable_temperature": True},
+    "dataset": "ranking",
+}
 
 
 def is_distributed_launch() -> bool:
@@ -59,7 +105,8 @@ def run(tokenizer_dir: str, per_device_batch: int, output_dir: str, scenario: di
         if not is_distributed_launch():  # the single-process reference runs without FSDP
             overrides = {k: v for k, v in overrides.items() if not k.startswith("fsdp")}
         model = dropout_free_encoder(len(tokenizer))
-        args = config(
+        trainer_class, make_config = TRAINERS[scenario.get("trainer", "contrastive")]
+        args = make_config(
             os.path.join(output_dir, mode),
             per_device_train_batch_size=per_device_batch,
             max_steps=3,
@@ -69,7 +116,7 @@ def run(tokenizer_dir: str, per_device_batch: int, output_dir: str, scenario: di
             ddp_backend="gloo" if is_distributed_launch() else None,
             **{**overrides, **scenario.get("config", {})},
         )
-        trainer = ContrastiveTrainer(model, args, DATASETS[scenario["dataset"]](), processing_class=tokenizer)
+        trainer = trainer_class(model, args, DATASETS[scenario["dataset"]](), processing_class=tokenizer)
         capture = CaptureGradients(model, trainer.objective, sharded=mode in SHARDED)
         trainer.add_callback(capture)
         trainer.train()
