@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "peft>=0.21",
     "datasets>=5.2",
     "evaluate>=0.4.6",
+    "trl>=1.16",
     "huggingface_hub>=2.4",
     "safetensors>=0.8",
     "tokenizers>=0.23",

@@ -2,5 +2,13 @@
 
 from .contrastive import ContrastiveConfig, ContrastiveTrainer
 from .plackett_luce import PlackettLuceConfig, PlackettLuceTrainer
+from .reranker import RerankerConfig, RerankerTrainer
 
-__all__ = ["ContrastiveConfig", "ContrastiveTrainer", "PlackettLuceConfig", "PlackettLuceTrainer"]
+__all__ = [
+    "ContrastiveConfig",
+    "ContrastiveTrainer",
+    "PlackettLuceConfig",
+    "PlackettLuceTrainer",
+    "RerankerConfig",
+    "RerankerTrainer",
+]

@@ -28,6 +28,7 @@ from ..models.encoder import ContrastiveEncoder
 from ..models.packed import enable_unpadding
 from ..objectives import ContrastiveObjective, build_objective, split_columns
 from ..objectives.info_nce import negative_columns
+from .common import TrainerBookkeeping
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def resolve_token_budget(value: int | None, kind: str, device: torch.device) -> 
     return DEFAULT_TOKEN_BUDGETS.get(device.type, DEFAULT_TOKEN_BUDGETS["cuda"])[kind]
 
 
-class ContrastiveTrainer(Trainer):
+class ContrastiveTrainer(TrainerBookkeeping, Trainer):
     """Train a :class:`~hf_contrastive.ContrastiveEncoder` (or any model returning ``.embeddings``).
 
     Args:
@@ -228,8 +229,7 @@ class ContrastiveTrainer(Trainer):
         self.current_gradient_accumulation_steps = args.gradient_accumulation_steps  # the loop resets it per step
         # The Trainer zeroes only the model's gradients after each optimizer step; the objective's are ours.
         self.add_callback(ZeroObjectiveGradients(self.objective))
-        self._objective_log_sums: dict[str, torch.Tensor] = {}
-        self._objective_log_count = 0
+        self._init_bookkeeping()
         self.check_configuration()
         self.teacher, self.teacher_description = self._build_teacher(model, teacher)
 
@@ -467,14 +467,6 @@ class ContrastiveTrainer(Trainer):
                 torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
                 parameter.grad /= distributed.world_size()
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        if self.args.raise_on_nonfinite_loss and not torch.isfinite(loss.detach()).item():
-            raise FloatingPointError(
-                f"The {self.objective.name} loss is {loss.item()} at step {self.state.global_step}. Lower the "
-                "learning_rate, raise the temperature, use bf16 rather than fp16, or check the inputs for empty "
-                "texts; set raise_on_nonfinite_loss=False to skip such steps instead."
-            )
-
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
@@ -489,54 +481,16 @@ class ContrastiveTrainer(Trainer):
             optimizer.add_param_group({"params": parameters, "weight_decay": 0.0})
         return optimizer
 
-    # ----------------------------------------------------------------------------------------------- logging
-    def _accumulate_logs(self, logs: dict[str, torch.Tensor]) -> None:
-        """Sum the objective's logs on the device; they are read (one sync) only when the Trainer logs."""
-        for key, value in logs.items():
-            self._objective_log_sums[key] = self._objective_log_sums.get(key, 0.0) + value.detach()
-        self._objective_log_count += 1
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._objective_log_count:
-            for key, total in self._objective_log_sums.items():
-                logs[key] = round(float(total) / self._objective_log_count, 4)
-            self._objective_log_sums, self._objective_log_count = {}, 0
-        super().log(logs, start_time)
-
     # ----------------------------------------------------------------------------------------------- evaluation
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        has_dataset = eval_dataset is not None or self.eval_dataset is not None
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix) if has_dataset else {}
-        if self.evaluator is not None:
-            evaluator_metrics = self.run_evaluator(metric_key_prefix)
-            self.log(evaluator_metrics)
-            metrics.update(evaluator_metrics)
-            if not has_dataset:  # super().evaluate did not run: tell the callbacks (resets should_evaluate)
-                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
-
-    def run_evaluator(self, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Run the evaluator and share its metrics with every rank.
-
-        By default it runs once, on the main process. An evaluator with ``runs_on_all_ranks = True`` (a corpus
-        encoder that shards its work, e.g. ``RetrievalEvaluator``) is called on every rank and must return the same
-        metrics everywhere.
-        """
+    def evaluator_argument(self):
+        """``encode_fn(texts) -> [n, D]`` with the model as it is now."""
         model = self.accelerator.unwrap_model(self.model)
-        encode = partial(
+        return partial(
             model.encode,
             tokenizer=self.processing_class,
             batch_size=self.args.eval_batch_size,
             max_length=self.args.max_length,
         )
-        if getattr(self.evaluator, "runs_on_all_ranks", False):
-            return {f"{metric_key_prefix}_{k}": v for k, v in self.evaluator(encode).items()}
-        results: list[dict[str, float] | None] = [None]
-        if self.args.process_index == 0:
-            results[0] = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluator(encode).items()}
-        if distributed.is_distributed():
-            torch.distributed.broadcast_object_list(results, src=0)
-        return results[0]
 
     # ----------------------------------------------------------------------------------------------- model card
     def create_model_card(
@@ -598,25 +552,6 @@ class ContrastiveTrainer(Trainer):
         if self.train_dataset is None or not hasattr(self.train_dataset, "__len__") or len(self.train_dataset) == 0:
             return None
         return dataset_statistics(self.train_dataset, self.text_columns, self.processing_class)
-
-    def _logged_eval_results(self) -> list[CardEvalResult]:
-        latest = {}
-        for entry in self.state.log_history:
-            latest.update({k: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, float)})
-        return [
-            CardEvalResult(
-                dataset_name="evaluator", dataset_type="evaluator", metric_type=key[len("eval_") :], value=v
-            )
-            for key, v in latest.items()
-            if key not in ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
-        ]
-
-    def _training_summary(self) -> dict[str, Any]:
-        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
-        summary = {"steps": self.state.global_step, "epochs": round(self.state.epoch or 0.0, 3)}
-        if losses:
-            summary["final train loss"] = round(losses[-1], 4)
-        return summary
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, trial):

@@ -1,0 +1,109 @@
+"""What every Trainer of the library shares: objective logs, a finite-loss guard, the evaluator hook, card facts.
+
+``TrainerBookkeeping`` is mixed in before ``transformers.Trainer`` (``class X(TrainerBookkeeping, Trainer)``); its
+``log`` and ``evaluate`` call the Trainer's through ``super()``. A subclass says what its evaluator is called with
+(``evaluator_argument``: an ``encode_fn`` for bi-encoders, a ``pair_scorer`` for rerankers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import distributed
+from ..hub import CardEvalResult
+
+TRAINER_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
+class TrainerBookkeeping:
+    """Objective logs summed on the device and averaged into the Trainer's logs, the NaN guard, evaluators."""
+
+    evaluator = None
+
+    def _init_bookkeeping(self) -> None:
+        self._objective_log_sums: dict[str, torch.Tensor] = {}
+        self._objective_log_count = 0
+
+    # ----------------------------------------------------------------------------------------------- logs
+    def _accumulate_logs(self, logs: dict[str, torch.Tensor]) -> None:
+        """Sum the objective's logs on the device; they are read (one sync) only when the Trainer logs."""
+        for key, value in logs.items():
+            self._objective_log_sums[key] = self._objective_log_sums.get(key, 0.0) + value.detach()
+        self._objective_log_count += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._objective_log_count:
+            for key, total in self._objective_log_sums.items():
+                logs[key] = round(float(total) / self._objective_log_count, 4)
+            self._objective_log_sums, self._objective_log_count = {}, 0
+        super().log(logs, start_time)
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if self.args.raise_on_nonfinite_loss and not torch.isfinite(loss.detach()).item():
+            raise FloatingPointError(
+                f"The {self.objective.name} loss is {loss.item()} at step {self.state.global_step}. Lower the "
+                "learning_rate, raise the temperature, use bf16 rather than fp16, or check the inputs for empty "
+                "texts; set raise_on_nonfinite_loss=False to skip such steps instead."
+            )
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def evaluator_argument(self) -> Any:  # pragma: no cover - every trainer defines it
+        """What the evaluator is called with (``encode_fn`` or ``pair_scorer``)."""
+        raise NotImplementedError
+
+    def _call_evaluator(self) -> dict[str, float]:
+        return self.evaluator(self.evaluator_argument())
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        has_dataset = eval_dataset is not None or self.eval_dataset is not None
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix) if has_dataset else {}
+        if self.evaluator is not None:
+            evaluator_metrics = self.run_evaluator(metric_key_prefix)
+            self.log(evaluator_metrics)
+            metrics.update(evaluator_metrics)
+            if not has_dataset:  # super().evaluate did not run: tell the callbacks (resets should_evaluate)
+                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def run_evaluator(self, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Run the evaluator and share its metrics with every rank.
+
+        By default it runs once, on the main process. An evaluator with ``runs_on_all_ranks = True`` (a corpus
+        encoder that shards its work, e.g. ``RetrievalEvaluator``) is called on every rank and must return the same
+        metrics everywhere.
+        """
+        if getattr(self.evaluator, "runs_on_all_ranks", False):
+            return {f"{metric_key_prefix}_{k}": v for k, v in self._call_evaluator().items()}
+        results: list[dict[str, float] | None] = [None]
+        if self.args.process_index == 0:
+            results[0] = {f"{metric_key_prefix}_{k}": v for k, v in self._call_evaluator().items()}
+        if distributed.is_distributed():
+            torch.distributed.broadcast_object_list(results, src=0)
+        return results[0]
+
+    # ----------------------------------------------------------------------------------------------- card facts
+    def _logged_eval_results(self, **card_fields: Any) -> list[CardEvalResult]:
+        """The last logged value of every evaluator metric, for the card (``card_fields``: e.g. the task type)."""
+        latest = {}
+        for entry in self.state.log_history:
+            latest.update({k: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, float)})
+        return [
+            CardEvalResult(
+                dataset_name="evaluator",
+                dataset_type="evaluator",
+                metric_type=key[len("eval_") :],
+                value=value,
+                **card_fields,
+            )
+            for key, value in latest.items()
+            if key not in TRAINER_METRICS
+        ]
+
+    def _training_summary(self) -> dict[str, Any]:
+        losses = [entry["loss"] for entry in self.state.log_history if "loss" in entry]
+        summary = {"steps": self.state.global_step, "epochs": round(self.state.epoch or 0.0, 3)}
+        if losses:
+            summary["final train loss"] = round(losses[-1], 4)
+        return summary
