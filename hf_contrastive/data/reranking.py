@@ -192,6 +192,29 @@ def groups_to_pairs(groups):
     return [dict(zip(pairs, values)) for values in zip(*pairs.values())]
 
 
+def groups_from_ranking_rows(rows, num_negatives: int) -> list[dict[str, Any]]:
+    """Group rows from ranking rows (``query, documents, labels``, e.g. mined by ``build_candidate_sets``).
+
+    One group per relevant (label > 0) candidate: ``{query, positive, negatives}`` with the first ``num_negatives``
+    non-relevant (label 0) candidates of the list as negatives -- the hardest, in a list ranked by a first-stage
+    retriever. Queries without a relevant or a non-relevant candidate give no group. Accepts a ``datasets.Dataset``
+    or a list of dicts.
+    """
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}.")
+    groups = []
+    for row in rows:
+        negatives = [doc for doc, label in zip(row["documents"], row["labels"]) if label <= 0][:num_negatives]
+        if not negatives:
+            continue
+        groups += [
+            {"query": row["query"], "positive": doc, "negatives": negatives}
+            for doc, label in zip(row["documents"], row["labels"])
+            if label > 0
+        ]
+    return groups
+
+
 def encode_prompts(
     tokenizer, heads: Sequence[str], documents: Sequence[str], tails: Sequence[str], max_length: int
 ) -> list[list[int]]:

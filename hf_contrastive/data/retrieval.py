@@ -188,6 +188,31 @@ def _check_known(key: str, known: dict, kind: str, path: Path, line: int) -> Non
 
 
 # ----------------------------------------------------------------------------------------------- derived sets
+COLLECTIONS = ("scifact", "cranfield")
+
+
+def load_collection(name: str, data_dir: str | Path, split: str = "train") -> RetrievalData:
+    """A collection of the shared data folder by name: ``scifact`` (BEIR format, ``split``) or ``cranfield``."""
+    data_dir = Path(data_dir)
+    if name == "scifact":
+        return load_beir(data_dir / "scifact" / "beir_format", split=split)
+    if name == "cranfield":
+        return load_cranfield(data_dir / "cranfield")
+    raise ValueError(f"Unknown collection {name!r}; expected one of {list(COLLECTIONS)}.")
+
+
+def subsample(data: RetrievalData, max_queries: int | None = None, max_corpus: int | None = None) -> RetrievalData:
+    """A smaller collection for smoke runs: the first ``max_queries`` judged queries, and the documents they judge
+    plus the first ``max_corpus`` others (corpus order). ``None`` keeps everything."""
+    qrels = dict(list(data.qrels.items())[:max_queries]) if max_queries else dict(data.qrels)
+    corpus = data.corpus
+    if max_corpus:
+        judged = {doc for grades in qrels.values() for doc in grades}
+        others = set([doc for doc in data.corpus if doc not in judged][:max_corpus])
+        corpus = {doc: text for doc, text in data.corpus.items() if doc in judged or doc in others}
+    return RetrievalData(corpus, {qid: data.queries[qid] for qid in qrels}, qrels)
+
+
 def split_queries(
     data: RetrievalData, dev_fraction: float = 0.2, seed: int = 0
 ) -> tuple[RetrievalData, RetrievalData]:

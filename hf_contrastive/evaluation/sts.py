@@ -149,6 +149,22 @@ def _check_pairs(num_pairs: int, scores: Sequence[float]) -> None:
         raise ValueError(f"All {num_pairs} gold scores are equal: the correlation is undefined.")
 
 
+class MemoizedEncoder:
+    """Wrap ``encode_fn`` so a text is encoded once: evaluators and miners that embed the same corpus with the same
+    (frozen) model share the work. Make a new one whenever the model changes. Memory: one float64 row per text.
+    """
+
+    def __init__(self, encode_fn: EncodeFn) -> None:
+        self.encode_fn = encode_fn
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(text for text in texts if text not in self.cache))
+        if missing:
+            self.cache.update(zip(missing, as_float64(self.encode_fn(missing))))
+        return np.stack([self.cache[text] for text in texts])
+
+
 def encode_texts(texts: Sequence[str], encode_fn: EncodeFn, batch_size: int) -> np.ndarray:
     """[N, D] float64 embeddings of ``texts`` in their order, encoded longest first so each batch pads little.
 

@@ -10,6 +10,7 @@ from hf_contrastive.data.reranking import (
     RerankerCollator,
     answer_token_id,
     check_prompt_template,
+    groups_from_ranking_rows,
     groups_to_pairs,
     render_prompt,
     render_prompt_parts,
@@ -210,3 +211,17 @@ def test_trl_rows_are_prompt_completion_text_or_pretokenised_with_a_one_token_co
     prompt_ids = RerankerCollator(word_tokenizer, TEMPLATE).prompt_ids(["a dog"], ["the band played"], ["Match."])[0]
     assert tokenised[4]["input_ids"] == prompt_ids + [word_tokenizer.convert_tokens_to_ids("dog")]
     assert tokenised[4]["completion_mask"] == [0] * len(prompt_ids) + [1]
+
+
+def test_groups_from_ranking_rows_pair_each_relevant_candidate_with_the_first_non_relevant_ones():
+    rows = [
+        {"query": "q1", "documents": ["a", "b", "c", "d", "e"], "labels": [0, 2, 0, 1, 0]},
+        {"query": "q2", "documents": ["f", "g"], "labels": [0, 0]},  # no relevant candidate: no group
+        {"query": "q3", "documents": ["h"], "labels": [1]},  # no non-relevant candidate: no group
+    ]
+    assert groups_from_ranking_rows(rows, num_negatives=2) == [
+        {"query": "q1", "positive": "b", "negatives": ["a", "c"]},
+        {"query": "q1", "positive": "d", "negatives": ["a", "c"]},
+    ]
+    with pytest.raises(ValueError, match="num_negatives must be >= 1"):
+        groups_from_ranking_rows(rows, num_negatives=0)

@@ -16,6 +16,7 @@ from hf_contrastive.data import (
     split_queries,
     training_pairs,
 )
+from hf_contrastive.data.retrieval import load_collection, subsample
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "../shared/data"
@@ -167,6 +168,18 @@ def toy_data(num_queries: int = 50) -> RetrievalData:
     corpus = {f"d{i}": {"title": f"title {i}", "text": f"text {i}"} for i in range(num_queries)}
     qrels = {f"q{i}": {f"d{i}": 1, f"d{(i + 1) % num_queries}": 0} for i in range(num_queries)}
     return RetrievalData(corpus, {qid: f"query {qid}" for qid in qrels}, qrels)
+
+
+def test_subsample_keeps_the_first_queries_their_judged_documents_and_a_few_others():
+    small = subsample(toy_data(10), max_queries=3, max_corpus=2)
+    assert list(small.qrels) == ["q0", "q1", "q2"] and list(small.queries) == ["q0", "q1", "q2"]
+    assert sorted(small.corpus) == ["d0", "d1", "d2", "d3", "d4", "d5"]  # judged d0..d3, then the first 2 others
+    assert subsample(toy_data(10)).corpus == toy_data(10).corpus
+
+
+def test_load_collection_refuses_an_unknown_name(tmp_path):
+    with pytest.raises(ValueError, match="Unknown collection 'msmarco'"):
+        load_collection("msmarco", tmp_path)
 
 
 def test_split_queries_is_deterministic_disjoint_and_independent_of_order():

@@ -133,3 +133,18 @@ def test_metric_module_loads_by_path_with_evaluate():
 def test_load_metric_unknown_name_lists_available():
     with pytest.raises(ValueError, match="sts_spearman"):
         load_metric("accuracy")
+
+
+def test_memoized_encoder_encodes_each_text_once_and_keeps_the_order():
+    from hf_contrastive.evaluation.sts import MemoizedEncoder
+
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return np.array([[len(text), 1.0] for text in texts])
+
+    memoized = MemoizedEncoder(encode)
+    np.testing.assert_array_equal(memoized(["ab", "c", "ab"]), [[2, 1], [1, 1], [2, 1]])
+    np.testing.assert_array_equal(memoized(["c", "dddd"]), [[1, 1], [4, 1]])
+    assert calls == [["ab", "c"], ["dddd"]]
