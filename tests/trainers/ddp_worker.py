@@ -2,7 +2,8 @@
 
 A *scenario* (JSON) names the objective, its options, the dataset layout, the modes to run, optional extra
 config fields (``"config": {"text_views": 3}``) and optionally the trainer (``"trainer": "plackett_luce"`` trains
-ranking rows with ``PlackettLuceTrainer``; default ``ContrastiveTrainer``). Launched by
+ranking rows with ``PlackettLuceTrainer``; ``"trainer": "reranker"`` trains a tiny Qwen2 answer-token reranker on
+group rows with ``RerankerTrainer`` and the scenario's ``"loss"``; default ``ContrastiveTrainer``). Launched by
 :func:`tests.trainers.distributed_check.assert_distributed_matches_single` as
 ``torchrun --nproc_per_node 2 -m tests.trainers.ddp_worker TOKENIZER_DIR OUT_FILE PER_DEVICE_BATCH SCENARIO_JSON``
 and called in-process with world size 1 and the doubled batch as the reference.
@@ -97,7 +98,65 @@ class CaptureGradients(TrainerCallback):
         self.steps.append(grads)
 
 
+def reranker_groups(rows: int = 8) -> Dataset:
+    """Group rows of one positive and 3 negatives each (equal group sizes: the SFT mean over pairs of every rank
+    then averages to the global one)."""
+    return Dataset.from_list(
+        [
+            {
+                "query": SENTENCES[i % len(SENTENCES)].split(" ", 2)[1],
+                "positive": SENTENCES[i % len(SENTENCES)],
+                "negatives": [SENTENCES[(i + j) % len(SENTENCES)] for j in (3, 5, 7)],
+            }
+            for i in range(rows)
+        ]
+    )
+
+
+def run_reranker(per_device_batch: int, output_dir: str, scenario: dict) -> dict:
+    """RerankerTrainer on a tiny Qwen2 (no dropout) for 3 SGD steps; gradients captured at every step."""
+    from transformers import TrainerCallback as Callback
+
+    from hf_contrastive.trainers.reranker import RerankerConfig, RerankerTrainer
+
+    from ..models.test_reranker import causal_reranker
+
+    reranker = causal_reranker()
+
+    class Capture(Callback):
+        def __init__(self):
+            self.steps = []
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self.steps.append(gradients(reranker.model))
+
+    args = RerankerConfig(
+        output_dir=os.path.join(output_dir, "reranker"),
+        loss=scenario["loss"],
+        per_device_train_batch_size=per_device_batch,
+        max_steps=3,
+        learning_rate=1e-2,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        ddp_backend="gloo" if is_distributed_launch() else None,
+    )
+    trainer = RerankerTrainer(reranker, args, train_dataset=reranker_groups())
+    capture = Capture()
+    trainer.add_callback(capture)
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {"plain": {"losses": losses, "gradients": capture.steps, "world_size": args.world_size}}
+
+
 def run(tokenizer_dir: str, per_device_batch: int, output_dir: str, scenario: dict = INFO_NCE) -> dict:
+    if scenario.get("trainer") == "reranker":
+        return run_reranker(per_device_batch, output_dir, scenario)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     results = {}
     for mode in scenario.get("modes", list(MODES)):

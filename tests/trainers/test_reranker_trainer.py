@@ -253,3 +253,14 @@ def test_bad_configuration_and_missing_pieces_are_refused(tmp_path):
         RerankerTrainer(
             causal_reranker(), config(tmp_path), train_dataset=[{"query": "q", "document": "d", "label": 3}]
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["sft", "contrastive"])
+def test_two_processes_match_one_process_with_the_global_batch(tmp_path, tiny_tokenizer, loss):
+    """2 x 2 groups == 1 x 4 groups: losses and every gradient at each of 3 steps (gloo)."""
+    from tests.trainers.distributed_check import assert_distributed_matches_single
+
+    assert_distributed_matches_single(
+        tmp_path, tiny_tokenizer, {"trainer": "reranker", "loss": loss, "modes": ["plain"]}, per_device_batch=2
+    )
