@@ -102,7 +102,7 @@ def mine_candidates(args: argparse.Namespace, train, dev):
     return train_rows, evaluator, evaluator(encode)
 
 
-def train_reranker(name: str, settings: dict, groups, evaluator, args: argparse.Namespace) -> dict[str, float]:
+def train_reranker(name: str, settings: dict, groups, evaluator, first_stage: dict, args) -> dict[str, float]:
     torch.manual_seed(args.seed)
     path = resolve_model_path(args.model)
     reranker = AnswerTokenReranker.from_model(
@@ -129,11 +129,13 @@ def train_reranker(name: str, settings: dict, groups, evaluator, args: argparse.
     trainer.save_model()
     results = [
         CardEvalResult(
-            dataset_name=f"{args.dataset} (our dev split: {args.dev_fraction:.0%} of the judged queries, seed "
-            f"{args.seed}; the retriever's top {args.rerank_depth} + gold)",
+            dataset_name=f"{args.dataset}, re-ranking the retriever's top {args.rerank_depth} + gold (before: the "
+            "retriever's order)",
             dataset_type=args.dataset,
+            dataset_split=f"dev: {args.dev_fraction:.0%} of the judged queries (seed {args.seed})",
             metric_type=metric,
             value=metrics[metric],
+            before=first_stage[metric],
             task_type="text-ranking",
             task_name="Reranking",
         )
@@ -162,7 +164,7 @@ def main(argv=None) -> dict[str, dict[str, float]]:
 
     results = {"first stage (retriever order)": first_stage}
     for name, settings in {**LOSSES, **(PROBES if args.probes else {})}.items():
-        results[name] = train_reranker(name, settings, groups, evaluator, args)
+        results[name] = train_reranker(name, settings, groups, evaluator, first_stage, args)
 
     table = markdown_table(results)
     (args.output_dir / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, default=str))

@@ -139,7 +139,8 @@ def train_pgrank(model, tokenizer, encode, train: RetrievalData, args: argparse.
     return trainer
 
 
-def save_with_card(trainer, tokenizer, metrics: dict[str, float], args: argparse.Namespace, dataset: str) -> None:
+def save_with_card(trainer, tokenizer, metrics: dict, before: dict, started_from: str, args) -> None:
+    """Save the model and a card whose evaluation table shows ``before`` (the starting model) -> ``metrics``."""
     trainer.save_model()
     tokenizer.save_pretrained(trainer.args.output_dir)
     regimes = {
@@ -152,18 +153,19 @@ def save_with_card(trainer, tokenizer, metrics: dict[str, float], args: argparse
     }
     results = [
         CardEvalResult(
-            dataset_name=f"{args.dataset} (our dev split: {args.dev_fraction:.0%} of the judged queries, seed "
-            f"{args.seed}; {regime})",
+            dataset_name=f"{args.dataset}, {regime}",
             dataset_type=args.dataset,
+            dataset_split=f"dev: {args.dev_fraction:.0%} of the judged queries (seed {args.seed})",
             metric_type=metric,
             value=metrics[f"{prefix}_{metric}"],
+            before=before[f"{prefix}_{metric}"],
             task_type=task_type,
             task_name=task_name,
         )
         for prefix, (regime, task_type, task_name) in regimes.items()
         for metric in METRICS
     ]
-    trainer.create_model_card(dataset_name=dataset, eval_results=results, finetuned_from=args.model)
+    trainer.create_model_card(dataset_name=args.dataset, eval_results=results, finetuned_from=started_from)
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -203,11 +205,12 @@ def main(argv=None) -> dict[str, dict[str, float]]:
     infonce = train_infonce(model, tokenizer, train, args, args.output_dir / "infonce")
     encode = encode_fn(model, tokenizer, args)
     results["infonce"] = evaluate(encode, evaluators)
-    save_with_card(infonce, tokenizer, results["infonce"], args, args.dataset)
+    save_with_card(infonce, tokenizer, results["infonce"], results["untrained"], args.model, args)
 
     pgrank = train_pgrank(model, tokenizer, encode, train, args, args.output_dir / "pgrank")
     results["pgrank (from infonce)"] = evaluate(encode_fn(model, tokenizer, args), evaluators)
-    save_with_card(pgrank, tokenizer, results["pgrank (from infonce)"], args, args.dataset)
+    started_from = f"{args.model} after InfoNCE ({args.output_dir / 'infonce'})"
+    save_with_card(pgrank, tokenizer, results["pgrank (from infonce)"], results["infonce"], started_from, args)
 
     table = markdown_table(results)
     (args.output_dir / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, default=str))

@@ -41,6 +41,7 @@ def test_retrieval_recipe_scores_three_models_in_two_regimes_and_saves_reloadabl
     assert saved == results  # JSON keeps floats exactly
     card = (tmp_path / "pgrank" / "README.md").read_text()
     assert "plackett_luce" in card and "information-retrieval" in card and "re-ranking the untrained" in card
+    assert "| Before |" in card and "after InfoNCE" in card
     reloaded = ContrastiveEncoder.load(str(tmp_path / "pgrank"))
     assert reloaded.config.training_objective == "plackett_luce"
 
@@ -59,4 +60,4 @@ def test_reranker_recipe_trains_sft_and_contrastive_rerankers_on_the_same_groups
     assert (sft.settings.score, contrastive.settings.score) == ("sft", "yes_logit")  # never sigmoid for CL
     card = (tmp_path / "contrastive" / "README.md").read_text()
     assert "z_yes" in card or "yes_logit" in card
-    assert "Reranking" in card and "the retriever's top 10 + gold" in card
+    assert "Reranking" in card and "the retriever's top 10 + gold" in card and "| Before |" in card
