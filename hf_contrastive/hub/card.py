@@ -178,8 +178,8 @@ def build_model_card(data: ContrastiveCardData) -> ModelCard:
         pipeline_tag=data.pipeline_tag,
         license=data.license,
         language=data.language,
-        base_model=data.base_model if _is_hub_id(data.base_model) else None,
-        datasets=[d for d in data.datasets if _is_hub_id(d)] or None,
+        base_model=data.base_model if is_hub_id(data.base_model) else None,
+        datasets=[d for d in data.datasets if is_hub_id(d)] or None,
         tags=card_tags(data),
         model_name=model_name if data.eval_results else None,  # only the model-index uses it
         eval_results=[result.to_eval_result() for result in data.eval_results] or None,
@@ -189,22 +189,22 @@ def build_model_card(data: ContrastiveCardData) -> ModelCard:
             card_data=card_data.to_yaml(),
             title=model_name,
             summary=_summary(data),
-            details=_bullets(_model_details(data)),
+            details=bullets(_model_details(data)),
             usage=_usage_snippet(data.repo_id or "path/to/this/model"),
-            evaluation_table=_evaluation_table(data.eval_results),
-            dataset_section=_dataset_section(data.dataset_stats),
+            evaluation_table=evaluation_table(data.eval_results),
+            dataset_section=dataset_section(data.dataset_stats),
             facts_table=_key_value_table(
                 ("Quantity", "Value"),
                 [(FACT_LABELS.get(k, k), _format_fact(k, v)) for k, v in data.contrastive_facts.items()],
             ),
             objective=data.objective,
             objective_config=json.dumps(data.objective_config, indent=2, default=str) if data.objective_config else "",
-            non_default_hyperparameters=_bullets((f"`{k}`", _format_value(v)) for k, v in non_default.items()),
-            default_hyperparameters=_bullets((f"`{k}`", _format_value(v)) for k, v in default.items()),
+            non_default_hyperparameters=bullets((f"`{k}`", format_value(v)) for k, v in non_default.items()),
+            default_hyperparameters=bullets((f"`{k}`", format_value(v)) for k, v in default.items()),
             training_summary=_key_value_table(
-                ("Quantity", "Value"), [(k, _format_value(v)) for k, v in data.training_summary.items()]
+                ("Quantity", "Value"), [(k, format_value(v)) for k, v in data.training_summary.items()]
             ),
-            framework_versions=_bullets(framework_versions().items()),
+            framework_versions=bullets(framework_versions().items()),
             citations=[c.strip() for c in data.citations if c and c.strip()] + [HF_CONTRASTIVE_CITATION],
         )
     )
@@ -315,9 +315,9 @@ def _summary(data: ContrastiveCardData) -> str:
     paper = _paper_link(data.paper)
     text = f"A text encoder trained with the `{data.objective}` contrastive objective{f' ({paper})' if paper else ''}"
     if data.base_model:
-        text += f", fine-tuned from {_model_link(data.base_model)}"
+        text += f", fine-tuned from {model_link(data.base_model)}"
     if data.datasets:
-        text += f", on {', '.join(_dataset_link(d) for d in data.datasets)}"
+        text += f", on {', '.join(dataset_link(d) for d in data.datasets)}"
     text += ", with the `hf_contrastive` library."
     dim = data.model_details.get("embedding_dim")
     if dim:
@@ -331,10 +331,10 @@ def _model_details(data: ContrastiveCardData) -> list[tuple[str, str]]:
     paper = _paper_link(data.paper)
     items = [("**Objective**", f"`{data.objective}`" + (f" ({paper})" if paper else ""))]
     if data.base_model:
-        items.append(("**Base model**", _model_link(data.base_model)))
-    items += [(f"**{k.replace('_', ' ').capitalize()}**", _format_value(v)) for k, v in data.model_details.items()]
+        items.append(("**Base model**", model_link(data.base_model)))
+    items += [(f"**{k.replace('_', ' ').capitalize()}**", format_value(v)) for k, v in data.model_details.items()]
     if data.datasets:
-        items.append(("**Training data**", ", ".join(_dataset_link(d) for d in data.datasets)))
+        items.append(("**Training data**", ", ".join(dataset_link(d) for d in data.datasets)))
     if data.license:
         items.append(("**License**", data.license))
     return items
@@ -356,7 +356,7 @@ print(embeddings.shape, similarities)  # the paraphrase should score higher than
 ```"""
 
 
-def _evaluation_table(results: Sequence[CardEvalResult]) -> str:
+def evaluation_table(results: Sequence[CardEvalResult]) -> str:
     if not results:
         return ""
     with_before = any(r.before is not None for r in results)
@@ -370,10 +370,10 @@ def _evaluation_table(results: Sequence[CardEvalResult]) -> str:
         else:
             row.append(f"{r.value:.4f}")
         rows.append(row)
-    return _markdown_table(header, rows)
+    return markdown_table(header, rows)
 
 
-def _dataset_section(stats: dict[str, Any] | None) -> str:
+def dataset_section(stats: dict[str, Any] | None) -> str:
     if not stats:
         return ""
     lines = [f"- Rows: {stats['rows']:,}", f"- Columns: {', '.join(f'`{c}`' for c in stats['columns'])}"]
@@ -383,10 +383,10 @@ def _dataset_section(stats: dict[str, Any] | None) -> str:
     unit = stats.get("length_unit", "tokens")
     sampled = stats.get("sampled_rows", stats["rows"])
     lines.append(f"- Text length in {unit}, over the first {sampled:,} rows:")
-    table = _markdown_table(
+    table = markdown_table(
         ("Column", "Min", "Mean", "Max"),
         [
-            (f"`{c}`", _format_value(s["min"]), _format_value(s["mean"]), _format_value(s["max"]))
+            (f"`{c}`", format_value(s["min"]), format_value(s["mean"]), format_value(s["max"]))
             for c, s in lengths.items()
         ],
     )
@@ -396,10 +396,10 @@ def _dataset_section(stats: dict[str, Any] | None) -> str:
 def _format_fact(key: str, value: Any) -> str:
     if key == "gradient_cache" and isinstance(value, bool):
         return "on" if value else "off"
-    return _format_value(value)
+    return format_value(value)
 
 
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, int | float | bool) or value is None:
@@ -408,17 +408,17 @@ def _format_value(value: Any) -> str:
 
 
 def _key_value_table(header: tuple[str, str], rows: list[tuple[str, str]]) -> str:
-    return _markdown_table(header, rows) if rows else ""
+    return markdown_table(header, rows) if rows else ""
 
 
-def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
     return "\n".join([line(header), line(["---"] * len(header)), *(line(row) for row in rows)])
 
 
-def _bullets(items: Iterable[tuple[str, str]]) -> str:
+def bullets(items: Iterable[tuple[str, str]]) -> str:
     return "\n".join(f"- {name}: {value}" for name, value in items)
 
 
@@ -436,16 +436,16 @@ def _paper_link(paper: str | None) -> str:
     return paper or ""
 
 
-def _is_hub_id(name: str | None) -> bool:
+def is_hub_id(name: str | None) -> bool:
     return bool(name) and bool(_HUB_ID.match(name)) and not Path(name).exists()
 
 
-def _model_link(name: str) -> str:
-    return f"[{name}](https://huggingface.co/{name})" if _is_hub_id(name) else f"`{name}`"
+def model_link(name: str) -> str:
+    return f"[{name}](https://huggingface.co/{name})" if is_hub_id(name) else f"`{name}`"
 
 
-def _dataset_link(name: str) -> str:
-    return f"[{name}](https://huggingface.co/datasets/{name})" if _is_hub_id(name) else f"`{name}`"
+def dataset_link(name: str) -> str:
+    return f"[{name}](https://huggingface.co/datasets/{name})" if is_hub_id(name) else f"`{name}`"
 
 
 def encoder_details(model) -> dict[str, Any]:

@@ -47,13 +47,13 @@ from ..data.reranking import (
 )
 from ..hub import HF_CONTRASTIVE_CITATION, CardEvalResult, framework_versions, push_folder, split_non_default_args
 from ..hub.card import (  # the encoder card's renderers, shared rather than copied
-    _bullets,
-    _dataset_link,
-    _dataset_section,
-    _evaluation_table,
-    _format_value,
-    _is_hub_id,
-    _model_link,
+    bullets,
+    dataset_link,
+    dataset_section,
+    evaluation_table,
+    format_value,
+    is_hub_id,
+    model_link,
 )
 from ..objectives.reranking import CITATION, NAME, PAPER, SCORE_KINDS, relevance_scores
 
@@ -451,23 +451,23 @@ def reranker_model_card(data: RerankerCardData) -> ModelCard:
         pipeline_tag="text-ranking",
         license=data.license,
         language=data.language,
-        base_model=data.base_model if _is_hub_id(data.base_model) else None,
-        datasets=[d for d in data.datasets if _is_hub_id(d)] or None,
+        base_model=data.base_model if is_hub_id(data.base_model) else None,
+        datasets=[d for d in data.datasets if is_hub_id(d)] or None,
         tags=list(dict.fromkeys([*tags, *data.tags])),
         model_name=name if data.eval_results else None,  # only the model-index uses it
         eval_results=[result.to_eval_result() for result in data.eval_results] or None,
     )
     sections = [f"---\n{card_data.to_yaml()}\n---", f"# {name}", _card_summary(data)]
-    sections += ["## Model details", _bullets(_card_details(data))]
+    sections += ["## Model details", bullets(_card_details(data))]
     sections += ["## Prompt", _card_prompt(data)]
     sections += ["## Usage", _card_usage(data.repo_id or "path/to/this/reranker")]
     sections += ["## How to score", f"Rank by {SCORE_EXPLANATIONS[data.settings.score]}"]
     if data.eval_results:
-        sections += ["## Evaluation", _evaluation_table(data.eval_results)]
+        sections += ["## Evaluation", evaluation_table(data.eval_results)]
     training = _card_training(data)
     if training:
         sections += ["## Training details", *training]
-    sections += ["## Framework versions", _bullets(_framework_versions().items()), "## Citation"]
+    sections += ["## Framework versions", bullets(_framework_versions().items()), "## Citation"]
     sections += [f"```bibtex\n{citation}\n```" for citation in (CITATION, HF_CONTRASTIVE_CITATION)]
     return ModelCard("\n\n".join(sections) + "\n")
 
@@ -485,7 +485,7 @@ def _card_summary(data: RerankerCardData) -> str:
     loss = data.loss_config.get("loss")
     text = "A pointwise reranker"
     if data.base_model:
-        text += f" fine-tuned from {_model_link(data.base_model)}"
+        text += f" fine-tuned from {model_link(data.base_model)}"
     if loss:
         text += f" with the `{loss}` loss"
     return text + (
@@ -500,7 +500,7 @@ def _card_details(data: RerankerCardData) -> list[tuple[str, str]]:
     settings = data.settings
     adapter = ", PEFT adapter (see adapter_config.json)" if data.adapter else ""
     position = "the last prompt token" if data.model_kind == "causal" else "the mask token appended to the prompt"
-    items = [("**Base model**", _model_link(data.base_model))] if data.base_model else []
+    items = [("**Base model**", model_link(data.base_model))] if data.base_model else []
     items += [
         ("**Model kind**", f"{data.model_kind} LM{adapter}"),
         (
@@ -540,9 +540,9 @@ print(sorted(zip(scores, documents), reverse=True))
 def _card_training(data: RerankerCardData) -> list[str]:
     parts = []
     if data.datasets or data.dataset_stats:
-        lines = [", ".join(_dataset_link(d) for d in data.datasets)] if data.datasets else []
+        lines = [", ".join(dataset_link(d) for d in data.datasets)] if data.datasets else []
         if data.dataset_stats:
-            lines.append(_dataset_section(data.dataset_stats))
+            lines.append(dataset_section(data.dataset_stats))
             negatives = data.dataset_stats.get("negatives_per_query")
             if negatives:
                 lines.append(
@@ -553,8 +553,8 @@ def _card_training(data: RerankerCardData) -> list[str]:
         parts += ["### Loss", f"```json\n{json.dumps(data.loss_config, indent=2)}\n```"]
     if data.training_args is not None:
         non_default, _ = split_non_default_args(data.training_args)
-        changed = _bullets((f"`{k}`", _format_value(v)) for k, v in non_default.items())
+        changed = bullets((f"`{k}`", format_value(v)) for k, v in non_default.items())
         parts += ["### Hyperparameters (changed from the `TrainingArguments` defaults)", changed]
     if data.training_summary:
-        parts += ["### Training log", _bullets((k, _format_value(v)) for k, v in data.training_summary.items())]
+        parts += ["### Training log", bullets((k, format_value(v)) for k, v in data.training_summary.items())]
     return parts
