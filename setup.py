@@ -44,6 +44,7 @@ setup(
         "hf_contrastive": [
             "accelerate_configs/*.yaml",
             "evaluation/metrics/*/*.py",
+            "generation/custom_generate/*.py",
             "hub/*.md",
         ]
     },

@@ -24,3 +24,11 @@ def autograd_all_gather() -> Callable[[torch.Tensor], torch.Tensor]:
     import torch.distributed.nn
 
     return lambda tensor: torch.cat(torch.distributed.nn.all_gather(tensor), dim=0)
+
+
+def cache_forward_argument(model) -> str:
+    """The name of a model's KV-cache argument: transformers renamed ``past_key_values`` to ``cache`` during 5.x."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
