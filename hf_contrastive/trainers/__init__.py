@@ -3,6 +3,7 @@
 from .contrastive import ContrastiveConfig, ContrastiveTrainer
 from .plackett_luce import PlackettLuceConfig, PlackettLuceTrainer
 from .reranker import RerankerConfig, RerankerTrainer
+from .simctg import SimCTGConfig, SimCTGTrainer
 
 __all__ = [
     "ContrastiveConfig",
@@ -11,4 +12,6 @@ __all__ = [
     "PlackettLuceTrainer",
     "RerankerConfig",
     "RerankerTrainer",
+    "SimCTGConfig",
+    "SimCTGTrainer",
 ]
