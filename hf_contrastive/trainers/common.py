@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,7 +19,33 @@ from ..hub import CardEvalResult
 TRAINER_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
 
 
-class TrainerBookkeeping:
+@contextlib.contextmanager
+def evaluation_by_evaluator_only(args, evaluator, eval_dataset) -> Iterator[None]:
+    """Build a Trainer (inside the block) that evaluates with an evaluator but no ``eval_dataset``.
+
+    ``Trainer.__init__`` refuses an eval strategy without ``eval_dataset``; our ``evaluate()`` runs the evaluator
+    alone. The strategy is switched off while the Trainer is built and restored afterwards.
+    """
+    eval_strategy = args.eval_strategy
+    if evaluator is not None and eval_dataset is None:
+        args.eval_strategy = "no"
+    try:
+        yield
+    finally:
+        args.eval_strategy = eval_strategy
+
+
+class LossOnlyPrediction:
+    """``prediction_step`` that computes the training loss without gradient and returns no predictions."""
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+class TrainerBookkeeping(LossOnlyPrediction):
     """Objective logs summed on the device and averaged into the Trainer's logs, the NaN guard, evaluators."""
 
     evaluator = None

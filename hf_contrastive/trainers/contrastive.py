@@ -28,7 +28,7 @@ from ..models.encoder import ContrastiveEncoder
 from ..models.packed import enable_unpadding
 from ..objectives import ContrastiveObjective, build_objective, split_columns
 from ..objectives.info_nce import negative_columns
-from .common import TrainerBookkeeping
+from .common import TrainerBookkeeping, evaluation_by_evaluator_only
 
 logger = logging.getLogger(__name__)
 
@@ -204,20 +204,16 @@ class ContrastiveTrainer(TrainerBookkeeping, Trainer):
             data_collator = ContrastiveCollator(
                 processing_class, self.text_columns, max_length=args.max_length, single_column_views=args.text_views
             )
-        eval_strategy = args.eval_strategy
-        if evaluator is not None and eval_dataset is None:
-            # Trainer refuses an eval strategy without eval_dataset; our evaluate() runs the evaluator alone.
-            args.eval_strategy = "no"
-        super().__init__(
-            model=model,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            data_collator=data_collator,
-            **kwargs,
-        )
-        self.args.eval_strategy = eval_strategy
+        with evaluation_by_evaluator_only(args, evaluator, eval_dataset):
+            super().__init__(
+                model=model,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                data_collator=data_collator,
+                **kwargs,
+            )
         self.objective.to(self.args.device)
         self._encoder().config.training_objective = self.objective.name  # saved with the model; read by its card
         self.padding_side = getattr(processing_class, "padding_side", "right")
@@ -466,12 +462,6 @@ class ContrastiveTrainer(TrainerBookkeeping, Trainer):
             if parameter.grad is not None:
                 torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
                 parameter.grad /= distributed.world_size()
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
 
     # ----------------------------------------------------------------------------------------------- optimizer
     def create_optimizer(self, *args, **kwargs):

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-import torch
 from transformers import Trainer, TrainingArguments
 
 from ..data.reranking import validate_reranker_dataset
 from ..hub import CardEvalResult, dataset_statistics
 from ..models.reranker import AnswerTokenReranker, RerankerCardData, RerankerSettings, reranker_model_card
 from ..objectives.reranking import CL_SCORES, LOSSES, SCHEMES, SCORE_KINDS, URL_NORMALIZATIONS, RerankingObjective
-from .common import TrainerBookkeeping
+from .common import TrainerBookkeeping, evaluation_by_evaluator_only
 
 _SETTINGS_FIELDS = ("prompt_template", "instruction", "yes_token", "no_token", "max_length")
 
@@ -178,20 +177,16 @@ class RerankerTrainer(TrainerBookkeeping, Trainer):
         for dataset in (train_dataset, eval_dataset):
             if dataset is not None:
                 validate_reranker_dataset(dataset, require_negatives=self.objective.needs_groups)
-        eval_strategy = args.eval_strategy
-        if evaluator is not None and eval_dataset is None:
-            # Trainer refuses an eval strategy without eval_dataset; our evaluate() runs the evaluator alone.
-            args.eval_strategy = "no"
-        super().__init__(
-            model=self.reranker.model,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=self.reranker.tokenizer,
-            data_collator=data_collator or self.reranker.collator(args.max_negatives),
-            **kwargs,
-        )
-        self.args.eval_strategy = eval_strategy
+        with evaluation_by_evaluator_only(args, evaluator, eval_dataset):
+            super().__init__(
+                model=self.reranker.model,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=self.reranker.tokenizer,
+                data_collator=data_collator or self.reranker.collator(args.max_negatives),
+                **kwargs,
+            )
         # The loss is a mean per batch, not per token: no label counting (nor its all-reduce) for num_items_in_batch.
         self.model_accepts_loss_kwargs = False
         self._init_bookkeeping()
@@ -216,12 +211,6 @@ class RerankerTrainer(TrainerBookkeeping, Trainer):
         if model.training:
             self._accumulate_logs(output.logs)
         return (output.loss, {"answer_logits": answer_logits}) if return_outputs else output.loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def evaluator_argument(self):

@@ -59,6 +59,7 @@ from ..objectives.simctg import (
     PAPER,
     simctg_contrastive_loss,
 )
+from .common import LossOnlyPrediction
 
 
 @dataclass
@@ -153,7 +154,7 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return total, (targets != -100).sum()
 
 
-class SimCTGTrainer(Trainer):
+class SimCTGTrainer(LossOnlyPrediction, Trainer):
     """Train an ``AutoModelForCausalLM`` (a PEFT-wrapped one works too) with SimCTG (see the module docstring).
 
     Args:
@@ -228,12 +229,6 @@ class SimCTGTrainer(Trainer):
         loss = mle + weight * contrastive if weight > 0 else mle
         self._record_terms("train" if model.training else "eval", nll_sum, targets, contrastive)
         return (loss, outputs) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
 
     # ----------------------------------------------------------------------------------------------- logging
     def _record_terms(self, mode: str, nll_sum: torch.Tensor, targets: torch.Tensor, contrastive: torch.Tensor):
