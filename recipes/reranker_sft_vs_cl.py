@@ -40,6 +40,7 @@ from hf_contrastive.data.retrieval import COLLECTIONS, build_candidate_sets, loa
 from hf_contrastive.evaluation.retrieval import RerankingEvaluator
 from hf_contrastive.evaluation.sts import MemoizedEncoder
 from hf_contrastive.hub import CardEvalResult
+from hf_contrastive.hub.card import metrics_table
 from hf_contrastive.models.reranker import AnswerTokenReranker, RerankerSettings
 from hf_contrastive.scripts.train_embeddings import resolve_model_path
 from hf_contrastive.trainers.reranker import RerankerConfig, RerankerTrainer
@@ -145,13 +146,6 @@ def train_reranker(name: str, settings: dict, groups, evaluator, first_stage: di
     return {metric: metrics[metric] for metric in METRICS}
 
 
-def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    lines = ["| reranker | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
-    for name, metrics in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{metrics[m]:.4f}" for m in METRICS) + " |")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -166,7 +160,7 @@ def main(argv=None) -> dict[str, dict[str, float]]:
     for name, settings in {**LOSSES, **(PROBES if args.probes else {})}.items():
         results[name] = train_reranker(name, settings, groups, evaluator, first_stage, args)
 
-    table = markdown_table(results)
+    table = metrics_table(results, METRICS, row_header="reranker")
     (args.output_dir / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, default=str))
     (args.output_dir / "results.md").write_text(table + "\n")
     print(table)

@@ -41,6 +41,7 @@ from hf_contrastive.data.retrieval import (
 from hf_contrastive.evaluation.retrieval import RerankingEvaluator, RetrievalEvaluator
 from hf_contrastive.evaluation.sts import MemoizedEncoder
 from hf_contrastive.hub import CardEvalResult
+from hf_contrastive.hub.card import metrics_table
 from hf_contrastive.scripts.train_embeddings import resolve_model_path
 from hf_contrastive.trainers import ContrastiveConfig, ContrastiveTrainer
 from hf_contrastive.trainers.plackett_luce import PlackettLuceConfig, PlackettLuceTrainer
@@ -168,15 +169,6 @@ def save_with_card(trainer, tokenizer, metrics: dict, before: dict, started_from
     trainer.create_model_card(dataset_name=args.dataset, eval_results=results, finetuned_from=started_from)
 
 
-# ----------------------------------------------------------------------------------------------- report
-def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    columns = [f"{prefix}_{metric}" for prefix in ("retrieval", "rerank") for metric in METRICS]
-    lines = ["| model | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
-    for model_name, metrics in results.items():
-        lines.append(f"| {model_name} | " + " | ".join(f"{metrics[c]:.4f}" for c in columns) + " |")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -212,7 +204,7 @@ def main(argv=None) -> dict[str, dict[str, float]]:
     started_from = f"{args.model} after InfoNCE ({args.output_dir / 'infonce'})"
     save_with_card(pgrank, tokenizer, results["pgrank (from infonce)"], results["infonce"], started_from, args)
 
-    table = markdown_table(results)
+    table = metrics_table(results, [f"{prefix}_{metric}" for prefix in ("retrieval", "rerank") for metric in METRICS])
     (args.output_dir / "results.json").write_text(json.dumps({"args": vars(args), "results": results}, default=str))
     (args.output_dir / "results.md").write_text(table + "\n")
     print(table)

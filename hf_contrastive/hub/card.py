@@ -17,7 +17,7 @@ import json
 import logging
 import platform
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -416,6 +416,16 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
     return "\n".join([line(header), line(["---"] * len(header)), *(line(row) for row in rows)])
+
+
+def metrics_table(
+    results: Mapping[str, Mapping[str, float]], columns: Sequence[str], row_header: str = "model"
+) -> str:
+    """Markdown table of runs (rows) by metrics (``columns``, right-aligned, 4 decimals): the recipes' reports."""
+    lines = [f"| {row_header} | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    for name, metrics in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{metrics[column]:.4f}" for column in columns) + " |")
+    return "\n".join(lines)
 
 
 def bullets(items: Iterable[tuple[str, str]]) -> str:
