@@ -19,6 +19,8 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.23",
     "scipy>=1.17",
     "scikit-learn>=1.9",
+    # Image columns (datasets.Image, CLIP image processors with the PIL backend).
+    "pillow>=10",
     "pyyaml>=6",
     "jinja2>=3.1",
 ]
