@@ -20,6 +20,8 @@ _LAZY = {
     "RerankerTrainer": "hf_contrastive.trainers",
     "RerankerConfig": "hf_contrastive.trainers",
     "AnswerTokenReranker": "hf_contrastive.models.reranker",
+    "MultiModalTrainer": "hf_contrastive.trainers",
+    "MultiModalConfig": "hf_contrastive.trainers",
     "SimCTGTrainer": "hf_contrastive.trainers",
     "SimCTGConfig": "hf_contrastive.trainers",
     "contrastive_search": "hf_contrastive.generation",

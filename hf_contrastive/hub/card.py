@@ -147,6 +147,8 @@ class ContrastiveCardData:
         eval_results: numbers for the evaluation table and the model-index.
         training_summary: e.g. {"final train loss": 0.41, "steps": 500, "epochs": 1, "runtime (s)": 812}.
         citations: BibTeX of the objective's paper(s) (`ContrastiveObjective.citation`).
+        summary, usage: replace the text-encoder summary paragraph and usage snippet (markdown), for models that are
+            not text encoders (CLIP, multimodal encoders).
     """
 
     objective: str
@@ -167,6 +169,8 @@ class ContrastiveCardData:
     eval_results: list[CardEvalResult] = field(default_factory=list)
     training_summary: dict[str, Any] = field(default_factory=dict)
     citations: list[str] = field(default_factory=list)
+    summary: str | None = None
+    usage: str | None = None
 
 
 def build_model_card(data: ContrastiveCardData) -> ModelCard:
@@ -188,9 +192,9 @@ def build_model_card(data: ContrastiveCardData) -> ModelCard:
         _render(
             card_data=card_data.to_yaml(),
             title=model_name,
-            summary=_summary(data),
+            summary=data.summary or _summary(data),
             details=bullets(_model_details(data)),
-            usage=_usage_snippet(data.repo_id or "path/to/this/model"),
+            usage=data.usage or _usage_snippet(data.repo_id or "path/to/this/model"),
             evaluation_table=evaluation_table(data.eval_results),
             dataset_section=dataset_section(data.dataset_stats),
             facts_table=_key_value_table(
@@ -221,7 +225,7 @@ def _render(**fields: Any) -> str:
 
 def card_tags(data: ContrastiveCardData) -> list[str]:
     """Tags in a fixed order: library, task, objective, `arxiv:<id>` of the paper, then the caller's own."""
-    tags = ["hf_contrastive", "contrastive-learning", "sentence-similarity", data.objective]
+    tags = ["hf_contrastive", "contrastive-learning", data.pipeline_tag, data.objective]
     arxiv_id = _arxiv_id(data.paper)
     if arxiv_id:
         tags.append(f"arxiv:{arxiv_id}")

@@ -16,6 +16,8 @@ REGISTRY: dict[str, str] = {
     "whitenedcse": "whitenedcse:WhitenedCSE",
     "input_label": "input_label:InputLabelContrast",
     "plackett_luce": "plackett_luce:PlackettLuceObjective",
+    # Vision-language and any-modality objectives (MultiModalTrainer).
+    "clip": "clip:CLIPLoss",
 }
 
 

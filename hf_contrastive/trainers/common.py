@@ -8,15 +8,18 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 from .. import distributed
 from ..hub import CardEvalResult
 
 TRAINER_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+OBJECTIVE_STATE_FILE = "objective.pt"
 
 
 @contextlib.contextmanager
@@ -135,3 +138,56 @@ class TrainerBookkeeping(LossOnlyPrediction):
         if losses:
             summary["final train loss"] = round(losses[-1], 4)
         return summary
+
+
+class ObjectiveParameters:
+    """Train an objective's own parameters (a learned temperature, heads) next to the model's; mixed in first.
+
+    The objective sits outside the model (and outside DDP), so this mixin gives its parameters an optimizer group
+    without weight decay, averages their gradients over ranks (call ``_average_objective_gradients`` after each
+    backward), clears them after every optimizer step and saves / restores them with checkpoints.
+    """
+
+    objective: torch.nn.Module
+
+    def _init_objective_parameters(self) -> None:
+        # The Trainer zeroes only the model's gradients after each optimizer step; the objective's are ours.
+        self.add_callback(ZeroObjectiveGradients(self.objective))
+
+    def _average_objective_gradients(self) -> None:
+        """Objective parameters sit outside DDP: average their gradients by hand."""
+        if not distributed.is_distributed():
+            return
+        for parameter in self.objective.parameters():
+            if parameter.grad is not None:
+                torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
+                parameter.grad /= distributed.world_size()
+
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
+        parameters = [p for p in self.objective.parameters() if p.requires_grad]
+        if parameters:
+            optimizer.add_param_group({"params": parameters, "weight_decay": 0.0})
+        return optimizer
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save and self.objective.state_dict():  # parameters or buffers (running statistics)
+            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+            torch.save(self.objective.state_dict(), os.path.join(folder, OBJECTIVE_STATE_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, OBJECTIVE_STATE_FILE)
+        if os.path.exists(path):
+            self.objective.load_state_dict(torch.load(path, map_location=self.args.device))
+
+
+class ZeroObjectiveGradients(TrainerCallback):
+    """Clear the objective's gradients after every optimizer step (they would otherwise accumulate forever)."""
+
+    def __init__(self, objective: torch.nn.Module) -> None:
+        self.objective = objective
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.objective.zero_grad(set_to_none=True)

@@ -18,9 +18,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
-from .. import distributed
 from ..cache import GradientCache, embed_by_plan, plan_mini_batches
 from ..data import ContrastiveCollator, NoDuplicatesBatchSampler, infer_text_columns, validate_contrastive_columns
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card, dataset_statistics, encoder_details
@@ -28,11 +27,9 @@ from ..models.encoder import ContrastiveEncoder
 from ..models.packed import enable_unpadding
 from ..objectives import ContrastiveObjective, build_objective, split_columns
 from ..objectives.info_nce import negative_columns
-from .common import TrainerBookkeeping, evaluation_by_evaluator_only
+from .common import ObjectiveParameters, TrainerBookkeeping, evaluation_by_evaluator_only
 
 logger = logging.getLogger(__name__)
-
-OBJECTIVE_STATE_FILE = "objective.pt"
 
 
 @dataclass
@@ -140,7 +137,7 @@ def resolve_token_budget(value: int | None, kind: str, device: torch.device) -> 
     return DEFAULT_TOKEN_BUDGETS.get(device.type, DEFAULT_TOKEN_BUDGETS["cuda"])[kind]
 
 
-class ContrastiveTrainer(TrainerBookkeeping, Trainer):
+class ContrastiveTrainer(ObjectiveParameters, TrainerBookkeeping, Trainer):
     """Train a :class:`~hf_contrastive.ContrastiveEncoder` (or any model returning ``.embeddings``).
 
     Args:
@@ -223,8 +220,7 @@ class ContrastiveTrainer(TrainerBookkeeping, Trainer):
             GradientCache(self.cache_token_budget, padding_side=self.padding_side) if args.gradient_cache else None
         )
         self.current_gradient_accumulation_steps = args.gradient_accumulation_steps  # the loop resets it per step
-        # The Trainer zeroes only the model's gradients after each optimizer step; the objective's are ours.
-        self.add_callback(ZeroObjectiveGradients(self.objective))
+        self._init_objective_parameters()
         self._init_bookkeeping()
         self.check_configuration()
         self.teacher, self.teacher_description = self._build_teacher(model, teacher)
@@ -454,23 +450,6 @@ class ContrastiveTrainer(TrainerBookkeeping, Trainer):
         self._accumulate_logs(logs)
         return loss / self.current_gradient_accumulation_steps
 
-    def _average_objective_gradients(self) -> None:
-        """Objective parameters (a learned temperature) sit outside DDP: average their gradients by hand."""
-        if not distributed.is_distributed():
-            return
-        for parameter in self.objective.parameters():
-            if parameter.grad is not None:
-                torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
-                parameter.grad /= distributed.world_size()
-
-    # ----------------------------------------------------------------------------------------------- optimizer
-    def create_optimizer(self, *args, **kwargs):
-        optimizer = super().create_optimizer(*args, **kwargs)
-        parameters = [p for p in self.objective.parameters() if p.requires_grad]
-        if parameters:
-            optimizer.add_param_group({"params": parameters, "weight_decay": 0.0})
-        return optimizer
-
     # ----------------------------------------------------------------------------------------------- evaluation
     def evaluator_argument(self):
         """``encode_fn(texts) -> [n, D]`` with the model as it is now."""
@@ -542,29 +521,6 @@ class ContrastiveTrainer(TrainerBookkeeping, Trainer):
         if self.train_dataset is None or not hasattr(self.train_dataset, "__len__") or len(self.train_dataset) == 0:
             return None
         return dataset_statistics(self.train_dataset, self.text_columns, self.processing_class)
-
-    # ----------------------------------------------------------------------------------------------- checkpoints
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save and any(True for _ in self.objective.parameters()):
-            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
-            torch.save(self.objective.state_dict(), os.path.join(folder, OBJECTIVE_STATE_FILE))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, OBJECTIVE_STATE_FILE)
-        if os.path.exists(path):
-            self.objective.load_state_dict(torch.load(path, map_location=self.args.device))
-
-
-class ZeroObjectiveGradients(TrainerCallback):
-    """Clear the objective's gradients after every optimizer step (they would otherwise accumulate forever)."""
-
-    def __init__(self, objective: ContrastiveObjective) -> None:
-        self.objective = objective
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self.objective.zero_grad(set_to_none=True)
 
 
 def check_tokenizer_matches_model(tokenizer, model) -> None:
