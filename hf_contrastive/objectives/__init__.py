@@ -18,6 +18,11 @@ REGISTRY: dict[str, str] = {
     "plackett_luce": "plackett_luce:PlackettLuceObjective",
     # Vision-language and any-modality objectives (MultiModalTrainer).
     "clip": "clip:CLIPLoss",
+    "clip_rocket": "clip_rocket:CL2LLoss",
+    "barlip": "barlip:BarlowTwinsLoss",
+    "siamlip": "siamlip:SiamLIPLoss",
+    "byolip": "siamlip:BYOLIPLoss",
+    "swalip": "swalip:SwALIPLoss",
 }
 
 
