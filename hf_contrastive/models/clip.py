@@ -80,7 +80,7 @@ def _as_tensor(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def _clip_model(model) -> CLIPModel:
+def unwrap_clip(model) -> CLIPModel:
     """The ``CLIPModel`` inside a PEFT wrapper (or the model itself)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if get_base is not None else model
@@ -88,9 +88,9 @@ def _clip_model(model) -> CLIPModel:
 
 def image_embeddings(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """Projected, unnormalised image embeddings [B, projection_dim] of a (PEFT-wrapped) ``CLIPModel``."""
-    return _as_tensor(_clip_model(model).get_image_features(pixel_values=pixel_values))
+    return _as_tensor(unwrap_clip(model).get_image_features(pixel_values=pixel_values))
 
 
 def text_embeddings(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Projected, unnormalised text embeddings [B, projection_dim] of a (PEFT-wrapped) ``CLIPModel``."""
-    return _as_tensor(_clip_model(model).get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+    return _as_tensor(unwrap_clip(model).get_text_features(input_ids=input_ids, attention_mask=attention_mask))

@@ -29,6 +29,14 @@ def tiny_clip_processor(tokenizer):
     return clip_processor(tokenizer, image_size=IMAGE_SIZE)
 
 
+def save_tiny_clip(folder, seed: int = 0):
+    """Save an untrained tiny ``CLIPModel`` and its processor to ``folder`` (what recipes take as ``--clip-path``)."""
+    tokenizer = tiny_clip_tokenizer()
+    tiny_clip(tokenizer, seed=seed).save_pretrained(folder)
+    tiny_clip_processor(tokenizer).save_pretrained(folder)
+    return folder
+
+
 def random_images(count: int, size: int = IMAGE_SIZE, seed: int = 0, mode: str = "L") -> list[Image.Image]:
     """``count`` random greyscale (or RGB) PIL images of ``size`` x ``size`` pixels."""
     rng = np.random.default_rng(seed)
