@@ -6,18 +6,21 @@ from .clip_rocket import CLIPRocketConfig, CLIPRocketModel
 from .close import CLOSECaptioner, CLOSECaptionerConfig, CLOSEClassifier, CLOSEClassifierConfig
 from .encoder import ContrastiveEncoder, ContrastiveEncoderConfig, ContrastiveEncoderOutput, pool
 from .mocoop import MoCoOpConfig, MoCoOpModel
+from .multimodal_encoder import MultiModalEncoder, MultiModalEncoderConfig
 from .packed import enable_unpadding
 
-AutoConfig.register(ContrastiveEncoderConfig.model_type, ContrastiveEncoderConfig, exist_ok=True)
-AutoModel.register(ContrastiveEncoderConfig, ContrastiveEncoder, exist_ok=True)
-AutoConfig.register(CLIPRocketConfig.model_type, CLIPRocketConfig, exist_ok=True)
-AutoModel.register(CLIPRocketConfig, CLIPRocketModel, exist_ok=True)
-AutoConfig.register(CLOSEClassifierConfig.model_type, CLOSEClassifierConfig, exist_ok=True)
-AutoModel.register(CLOSEClassifierConfig, CLOSEClassifier, exist_ok=True)
-AutoConfig.register(CLOSECaptionerConfig.model_type, CLOSECaptionerConfig, exist_ok=True)
-AutoModel.register(CLOSECaptionerConfig, CLOSECaptioner, exist_ok=True)
-AutoConfig.register(MoCoOpConfig.model_type, MoCoOpConfig, exist_ok=True)
-AutoModel.register(MoCoOpConfig, MoCoOpModel, exist_ok=True)
+# Every model family: AutoConfig / AutoModel resolve their model_type without trust_remote_code.
+MODEL_CLASSES = (
+    (ContrastiveEncoderConfig, ContrastiveEncoder),
+    (CLIPRocketConfig, CLIPRocketModel),
+    (CLOSEClassifierConfig, CLOSEClassifier),
+    (CLOSECaptionerConfig, CLOSECaptioner),
+    (MoCoOpConfig, MoCoOpModel),
+    (MultiModalEncoderConfig, MultiModalEncoder),
+)
+for _config_class, _model_class in MODEL_CLASSES:
+    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
+    AutoModel.register(_config_class, _model_class, exist_ok=True)
 
 __all__ = [
     "CLIPRocketConfig",
@@ -31,6 +34,8 @@ __all__ = [
     "ContrastiveEncoderOutput",
     "MoCoOpConfig",
     "MoCoOpModel",
+    "MultiModalEncoder",
+    "MultiModalEncoderConfig",
     "enable_unpadding",
     "pool",
 ]

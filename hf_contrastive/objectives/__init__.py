@@ -23,6 +23,8 @@ REGISTRY: dict[str, str] = {
     "siamlip": "siamlip:SiamLIPLoss",
     "byolip": "siamlip:BYOLIPLoss",
     "swalip": "swalip:SwALIPLoss",
+    "symile": "symile:SymileLoss",
+    "pairwise_clip": "symile:PairwiseCLIPLoss",
 }
 
 

@@ -58,7 +58,14 @@ class MultiModalConfig(TrainingArguments):
     )
     max_logit_scale: float = field(
         default=100.0,
-        metadata={"help": "After each step every objective parameter named *log_scale is clamped to [0, ln(this)]."},
+        metadata={
+            "help": "After each step every objective parameter named *log_scale is clamped to "
+            "[ln(min_logit_scale), ln(max_logit_scale)]."
+        },
+    )
+    min_logit_scale: float = field(
+        default=1.0,
+        metadata={"help": "Lower clamp of the learned 1/temperature (CLIP: 1; Symile's XOR example starts at 0.74)."},
     )
     gradient_cache: bool = field(
         default=False, metadata={"help": "GradCache over every column: large batches at the memory of mini-batches."}
@@ -203,7 +210,7 @@ class MultiModalTrainer(ObjectiveParameters, TrainerBookkeeping, Trainer):
         self._take_temperature_from_model()
         self.objective.to(self.args.device)
         self._init_objective_parameters()
-        self.add_callback(ClampLogScales(self.objective, args.max_logit_scale))
+        self.add_callback(ClampLogScales(self.objective, args.min_logit_scale, args.max_logit_scale))
         self._init_bookkeeping()
         self.gradient_cache = (
             GradientCache(args.cache_token_budget, row_budget=args.cache_row_budget) if args.gradient_cache else None
@@ -515,13 +522,15 @@ def is_clip_model(model) -> bool:
 
 
 class ClampLogScales(TrainerCallback):
-    """Clamp every objective parameter named ``*log_scale`` to ``[0, ln(max_scale)]`` after each optimizer step."""
+    """Clamp every objective parameter named ``*log_scale`` to ``[ln(min_scale), ln(max_scale)]`` after each step."""
 
-    def __init__(self, objective: nn.Module, max_scale: float) -> None:
+    def __init__(self, objective: nn.Module, min_scale: float, max_scale: float) -> None:
+        if not 0 < min_scale <= max_scale:
+            raise ValueError(f"Need 0 < min_logit_scale <= max_logit_scale, got {min_scale} and {max_scale}.")
         self.parameters = [p for name, p in objective.named_parameters() if name.endswith("log_scale")]
-        self.max_log_scale = math.log(max_scale)
+        self.bounds = (math.log(min_scale), math.log(max_scale))
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         with torch.no_grad():
             for parameter in self.parameters:
-                parameter.clamp_(0.0, self.max_log_scale)
+                parameter.clamp_(*self.bounds)
