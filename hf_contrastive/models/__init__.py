@@ -4,10 +4,13 @@ from transformers import AutoConfig, AutoModel
 
 from .clip_rocket import CLIPRocketConfig, CLIPRocketModel
 from .close import CLOSECaptioner, CLOSECaptionerConfig, CLOSEClassifier, CLOSEClassifierConfig
+from .cmim import CMIMConfig, CMIMModel
 from .encoder import ContrastiveEncoder, ContrastiveEncoderConfig, ContrastiveEncoderOutput, pool
 from .mocoop import MoCoOpConfig, MoCoOpModel
 from .multimodal_encoder import MultiModalEncoder, MultiModalEncoderConfig
 from .packed import enable_unpadding
+from .sepclr import SepCLRConfig, SepCLRModel
+from .view_encoder import ViewEncoder, ViewEncoderConfig
 
 # Every model family: AutoConfig / AutoModel resolve their model_type without trust_remote_code.
 MODEL_CLASSES = (
@@ -17,12 +20,17 @@ MODEL_CLASSES = (
     (CLOSECaptionerConfig, CLOSECaptioner),
     (MoCoOpConfig, MoCoOpModel),
     (MultiModalEncoderConfig, MultiModalEncoder),
+    (ViewEncoderConfig, ViewEncoder),
+    (SepCLRConfig, SepCLRModel),
+    (CMIMConfig, CMIMModel),
 )
 for _config_class, _model_class in MODEL_CLASSES:
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
 
 __all__ = [
+    "CMIMConfig",
+    "CMIMModel",
     "CLIPRocketConfig",
     "CLIPRocketModel",
     "CLOSECaptioner",
@@ -36,6 +44,10 @@ __all__ = [
     "MoCoOpModel",
     "MultiModalEncoder",
     "MultiModalEncoderConfig",
+    "SepCLRConfig",
+    "SepCLRModel",
+    "ViewEncoder",
+    "ViewEncoderConfig",
     "enable_unpadding",
     "pool",
 ]

@@ -25,6 +25,13 @@ REGISTRY: dict[str, str] = {
     "swalip": "swalip:SwALIPLoss",
     "symile": "symile:SymileLoss",
     "pairwise_clip": "symile:PairwiseCLIPLoss",
+    # Generic representation objectives (any encoder, MultiModalTrainer).
+    "cacr": "cacr:CACRLoss",
+    "hydra": "hydra:HydraLoss",
+    "supcon_regression": "supcon_regression:SupConRegressionLoss",
+    "supremix": "supremix:SupReMixLoss",
+    "sepclr": "sepclr:SepCLRLoss",
+    "cmim": "cmim:CMIMLoss",
 }
 
 
