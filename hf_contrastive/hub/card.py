@@ -69,6 +69,7 @@ FACT_LABELS = {
     "gather_across_devices": "Negatives gathered across devices",
     "gradient_cache": "Gradient cache",
     "cache_token_budget": "Cache token budget (tokens per mini-batch)",
+    "cache_row_budget": "Cache row budget (images or vectors per mini-batch)",
     "forward_token_budget": "Length-sorted forward chunks (padded tokens per chunk)",
     "unpad_inputs": "Padding-free forward (packed, varlen attention)",
     "teacher": "Semantic-similarity teacher (frozen)",
