@@ -19,9 +19,9 @@ zero-shot top-1 accuracy on rows ``8000..9999`` (class embedding = mean of the n
 * ``clip_rocket_barlip`` / ``_siamlip`` / ``_swalip``: CLIP-rocket plus the SSL add-on
   (:func:`hf_contrastive.objectives.composite.clip_rocket_with`).
 
-Deviations, all from the digit setting: no horizontal flip (mirrored digits are other glyphs); synonyms from the
-small table below (no WordNet offline); the global image and caption are not augmented (the collator's views add
-columns; a weak in-place view would also augment evaluation), so the global branch sees the raw digit.
+The augmented variants also train the global branch on weak views (random resized crop with scale 0.5-1, caption
+stopword removal), as the paper does; evaluation always embeds the raw images. Deviations, from the digit setting:
+no horizontal flip (mirrored digits are other glyphs); synonyms from the small table below (no WordNet offline).
 
 Writes ``results.json`` and ``report.md`` to ``--output-dir`` and the report to ``--card`` (unless ``--small``).
 """

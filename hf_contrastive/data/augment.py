@@ -392,15 +392,19 @@ def clip_rocket_views(
     stopword_prob: float = 0.5,
     synonyms: Mapping[str, Sequence[str]] | None = None,
     backend: str = "auto",
+    global_views: bool = True,
 ) -> dict[str, tuple[str, Callable]]:
-    """The collator ``views`` of the recipe's local branches: ``num_augs`` strong image and text views.
+    """The collator ``views`` of the recipe: weak global views and ``num_augs`` strong local image and text views.
 
     Returns ``{"image_view_k": (image_column, strong image view), "text_view_k": (text_column, strong text view)}``
-    for ``k = 1..num_augs``. The weak global views (:func:`weak_image_view`, ``TextView(stopword_prob)``) transform
-    the ``image`` / ``text`` columns themselves, which needs a collator that applies a transform in place and only
-    while training (evaluation must see the raw values).
+    for ``k = 1..num_augs`` and, with ``global_views``, ``{"image": (image_column, weak crop), "text": (text_column,
+    stopword removal)}``: views that replace their source column in training batches only (the trainer's
+    evaluation embeds raw values).
     """
     views: dict[str, tuple[str, Callable]] = {}
+    if global_views:
+        views[image_column] = (image_column, weak_image_view(image_size, backend=backend))
+        views[text_column] = (text_column, TextView(stopword_prob, strong=False))
     for k in range(1, num_augs + 1):
         views[f"image_view_{k}"] = (image_column, strong_image_view(image_size, flip=flip, backend=backend))
         views[f"text_view_{k}"] = (text_column, TextView(stopword_prob, strong=True, synonyms=synonyms))

@@ -170,7 +170,19 @@ def test_text_view_is_deterministic_under_a_seed():
     assert [view(c) for c in captions] == first
 
 
-def test_clip_rocket_views_names_the_local_columns():
+def test_clip_rocket_views_name_the_local_columns_and_replace_the_global_ones():
     views = clip_rocket_views(16, num_augs=2, image_column="image", text_column="text", backend="pil")
-    assert sorted(views) == ["image_view_1", "image_view_2", "text_view_1", "text_view_2"]
+    assert sorted(views) == ["image", "image_view_1", "image_view_2", "text", "text_view_1", "text_view_2"]
     assert views["image_view_1"][0] == "image" and views["text_view_2"][0] == "text"
+    assert views["image"][0] == "image" and views["text"][0] == "text"  # weak views in place of the sources
+    local_only = clip_rocket_views(16, num_augs=2, backend="pil", global_views=False)
+    assert sorted(local_only) == ["image_view_1", "image_view_2", "text_view_1", "text_view_2"]
+
+
+def test_in_place_views_augment_training_batches_but_not_evaluation_inputs():
+    from hf_contrastive.data.multimodal import MultiModalCollator
+
+    collator = MultiModalCollator({"text": lambda texts: {"texts": texts}}, views={"text": ("text", str.upper)})
+    assert collator.columns(["text"]) == ["text"]
+    assert collator([{"text": "a seven"}])["features"]["text"] == {"texts": ["A SEVEN"]}
+    assert collator.process("text", ["a seven"], augment=False) == {"texts": ["a seven"]}
