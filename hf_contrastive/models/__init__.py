@@ -5,6 +5,7 @@ from transformers import AutoConfig, AutoModel
 from .clip_rocket import CLIPRocketConfig, CLIPRocketModel
 from .close import CLOSECaptioner, CLOSECaptionerConfig, CLOSEClassifier, CLOSEClassifierConfig
 from .cmim import CMIMConfig, CMIMModel
+from .denseclip import DenseCLIPConfig, DenseCLIPSegmenter
 from .encoder import ContrastiveEncoder, ContrastiveEncoderConfig, ContrastiveEncoderOutput, pool
 from .mocoop import MoCoOpConfig, MoCoOpModel
 from .multimodal_encoder import MultiModalEncoder, MultiModalEncoderConfig
@@ -18,6 +19,7 @@ MODEL_CLASSES = (
     (CLIPRocketConfig, CLIPRocketModel),
     (CLOSEClassifierConfig, CLOSEClassifier),
     (CLOSECaptionerConfig, CLOSECaptioner),
+    (DenseCLIPConfig, DenseCLIPSegmenter),
     (MoCoOpConfig, MoCoOpModel),
     (MultiModalEncoderConfig, MultiModalEncoder),
     (ViewEncoderConfig, ViewEncoder),
@@ -29,17 +31,19 @@ for _config_class, _model_class in MODEL_CLASSES:
     AutoModel.register(_config_class, _model_class, exist_ok=True)
 
 __all__ = [
-    "CMIMConfig",
-    "CMIMModel",
     "CLIPRocketConfig",
     "CLIPRocketModel",
     "CLOSECaptioner",
     "CLOSECaptionerConfig",
     "CLOSEClassifier",
     "CLOSEClassifierConfig",
+    "CMIMConfig",
+    "CMIMModel",
     "ContrastiveEncoder",
     "ContrastiveEncoderConfig",
     "ContrastiveEncoderOutput",
+    "DenseCLIPConfig",
+    "DenseCLIPSegmenter",
     "MoCoOpConfig",
     "MoCoOpModel",
     "MultiModalEncoder",
