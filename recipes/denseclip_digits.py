@@ -2,7 +2,7 @@
 
 Run from the repository root (CPU; about 20 minutes on 2 cores with the defaults)::
 
-    python recipes/denseclip_digits.py --clip-path outputs/clip-digits     # a CLIP from recipes/clip_digits.py
+    python recipes/denseclip_digits.py --clip-path outputs/clip_digits     # a CLIP from recipes/clip_digits.py
     python recipes/denseclip_digits.py                                     # a randomly initialised small CLIP
     python recipes/denseclip_digits.py --small --output-dir /tmp/dc-smoke  # smoke run (< 30 s), no card
 

@@ -2,8 +2,8 @@
 
 Run from the repository root (CPU, a few minutes)::
 
-    python recipes/mocoop_digits.py --clip-path outputs/clip-digits                     # card: model_cards/mocoop-digits.md
-    python recipes/mocoop_digits.py --clip-path outputs/clip-digits --small --output-dir /tmp/mocoop   # smoke run
+    python recipes/mocoop_digits.py --clip-path outputs/clip_digits                     # card: model_cards/mocoop-digits.md
+    python recipes/mocoop_digits.py --clip-path outputs/clip_digits --small --output-dir /tmp/mocoop   # smoke run
 
 ``--clip-path``: a ``CLIPModel`` + ``CLIPProcessor`` folder trained on all ten digits (``recipes/clip_digits.py``, or
 the stand-in CLIP that ``recipes/close_digits.py`` saves to ``<output-dir>/clip``). It stays frozen.
