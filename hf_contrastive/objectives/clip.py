@@ -80,6 +80,29 @@ def clip_loss(
     return clip_logits_and_loss(a, b, scale, offset, label_smoothing, gather)[0]
 
 
+def logged_clip_term(
+    objective: ContrastiveObjective, images: torch.Tensor, texts: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The image-text term of a CLIP-family objective on its local rows [B, D], with its accuracy / temperature logs.
+
+    Uses the objective's gather, local offset and ``scale()``; refuses a (gathered) batch of a single pair, whose
+    loss would be 0 and teach nothing.
+    """
+    offset = objective._local_offset(images.shape[0])
+    scale = objective.scale()
+    loss, logits = clip_logits_and_loss(images, texts, scale, offset, label_smoothing, objective._gather)
+    if logits.shape[1] < 2:
+        raise ValueError(
+            f"{type(objective).__name__} needs at least 2 pairs per (gathered) batch: raise the batch size."
+        )
+    labels = torch.arange(offset, offset + images.shape[0], device=logits.device)
+    logs = {
+        "accuracy": (logits.argmax(dim=1) == labels).float().mean().detach(),
+        "temperature": torch.as_tensor(1.0 / scale, dtype=torch.float32).detach(),
+    }
+    return loss, logs
+
+
 class CLIPLoss(ScaledSimilarity, ContrastiveObjective):
     """The CLIP objective: symmetric image-text InfoNCE with a learned temperature over every rank's pairs.
 
@@ -123,16 +146,7 @@ class CLIPLoss(ScaledSimilarity, ContrastiveObjective):
         self.check_columns(tuple(embeddings))
         images = self._prepare(embeddings[self.image_column])
         texts = self._prepare(embeddings[self.text_column])
-        local_batch = images.shape[0]
-        offset = self._local_offset(local_batch)
-        loss, logits = clip_logits_and_loss(images, texts, self.scale(), offset, self.label_smoothing, self._gather)
-        if logits.shape[1] < 2:  # a single pair has no negative: the loss would be 0 and teach nothing
-            raise ValueError("CLIPLoss needs at least 2 pairs per (gathered) batch: raise the batch size.")
-        labels = torch.arange(offset, offset + local_batch, device=logits.device)
-        logs = {
-            "accuracy": (logits.argmax(dim=1) == labels).float().mean().detach(),
-            "temperature": torch.as_tensor(1.0 / self.scale(), dtype=torch.float32).detach(),
-        }
+        loss, logs = logged_clip_term(self, images, texts, self.label_smoothing)
         return ObjectiveOutput(loss=loss, logs=logs)
 
     def effective_negatives(self, gathered_rows: int, negatives_per_row: int) -> int:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import ContrastiveObjective, ObjectiveOutput, ScaledSimilarity
-from .clip import clip_logits_and_loss, clip_loss
+from .clip import clip_loss, logged_clip_term
 
 CLIP_ROCKET_CITATION = """@article{fini2023improved,
   title = {Improved Baselines for Vision-Language Pre-training},
@@ -160,15 +160,8 @@ class CL2LLoss(ScaledSimilarity, ContrastiveObjective):
         images = F.normalize(embeddings[self.image_column], dim=-1)
         texts = F.normalize(embeddings[self.text_column], dim=-1)
         offset = self._local_offset(images.shape[0])
-        global_loss, logits = clip_logits_and_loss(images, texts, self.scale(), offset, 0.0, self._gather)
-        if logits.shape[1] < 2:
-            raise ValueError("CL2LLoss needs at least 2 pairs per (gathered) batch: raise the batch size.")
-        labels = torch.arange(offset, offset + images.shape[0], device=logits.device)
-        logs = {
-            "loss_global": global_loss.detach(),
-            "accuracy": (logits.argmax(dim=1) == labels).float().mean().detach(),
-            "temperature": torch.as_tensor(1.0 / self.scale(), dtype=torch.float32).detach(),
-        }
+        global_loss, logs = logged_clip_term(self, images, texts)
+        logs["loss_global"] = global_loss.detach()
         loss = global_loss
         if self.num_augs > 0:
             image_views = [F.normalize(embeddings[name], dim=-1) for name in self.image_views]

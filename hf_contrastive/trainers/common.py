@@ -144,8 +144,9 @@ class ObjectiveParameters:
     """Train an objective's own parameters (a learned temperature, heads) next to the model's; mixed in first.
 
     The objective sits outside the model (and outside DDP), so this mixin gives its parameters an optimizer group
-    without weight decay, averages their gradients over ranks (call ``_average_objective_gradients`` after each
-    backward), clears them after every optimizer step and saves / restores them with checkpoints.
+    without weight decay, averages their gradients over ranks after each training step (plain, or the trainer's
+    ``_cached_training_step`` when it has a ``gradient_cache``), clears them after every optimizer step and saves /
+    restores them with checkpoints.
     """
 
     objective: torch.nn.Module
@@ -153,6 +154,15 @@ class ObjectiveParameters:
     def _init_objective_parameters(self) -> None:
         # The Trainer zeroes only the model's gradients after each optimizer step; the objective's are ours.
         self.add_callback(ZeroObjectiveGradients(self.objective))
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's step, or the gradient-cached one (``self.gradient_cache``); then average objective grads."""
+        if getattr(self, "gradient_cache", None) is None:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        else:
+            loss = self._cached_training_step(model, inputs)
+        self._average_objective_gradients()
+        return loss
 
     def _average_objective_gradients(self) -> None:
         """Objective parameters sit outside DDP: average their gradients by hand."""

@@ -341,14 +341,6 @@ class MultiModalTrainer(ObjectiveParameters, TrainerBookkeeping, Trainer):
             self._accumulate_logs(logs)
         return (loss, {"embeddings": embeddings}) if return_outputs else loss
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.gradient_cache is None:
-            loss = super().training_step(model, inputs, num_items_in_batch)
-        else:
-            loss = self._cached_training_step(model, inputs)
-        self._average_objective_gradients()
-        return loss
-
     def _cached_training_step(self, model, inputs) -> torch.Tensor:
         model.train()
         inputs = self._prepare_inputs(inputs)
