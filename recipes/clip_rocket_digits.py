@@ -29,7 +29,6 @@ Writes ``results.json`` and ``report.md`` to ``--output-dir`` and the report to 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout thi
 from hf_contrastive.data.augment import clip_rocket_views  # noqa: E402
 from hf_contrastive.data.images import CAPTION_TEMPLATES, DIGIT_WORDS, add_captions, class_prompts, load_mnist  # noqa: E402
 from hf_contrastive.evaluation.zero_shot import ZeroShotClassificationEvaluator  # noqa: E402
-from hf_contrastive.hub.card import metrics_table  # noqa: E402
+from hf_contrastive.hub.card import metrics_table, write_run_report  # noqa: E402
 from hf_contrastive.models.clip import clip_processor, small_clip  # noqa: E402
 from hf_contrastive.models.clip_rocket import CLIPRocketModel  # noqa: E402
 from hf_contrastive.models.tokenizer import train_wordpiece_tokenizer  # noqa: E402
@@ -177,11 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python recipes/clip_rocket_digits.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(results, args, command.strip())
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "results.json").write_text(json.dumps({"mean": results, "per_seed": per_seed}, indent=2))
-    (args.output_dir / "report.md").write_text(text)
-    if not args.small:
-        args.card.parent.mkdir(parents=True, exist_ok=True)
-        args.card.write_text(text)
+    write_run_report(args.output_dir, {"mean": results, "per_seed": per_seed}, text, None if args.small else args.card)
     print(text)
     return results
 

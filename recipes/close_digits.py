@@ -30,7 +30,6 @@ Writes ``results.json`` and ``report.md`` to ``--output-dir`` and the report to 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -43,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout thi
 
 from hf_contrastive.data.close import CaptionCollator, add_clip_embeddings, embedding_matrix  # noqa: E402
 from hf_contrastive.data.images import CAPTION_TEMPLATES, DIGIT_WORDS, add_captions, digit_caption, load_mnist  # noqa: E402
-from hf_contrastive.hub.card import bullets, metrics_table  # noqa: E402
+from hf_contrastive.hub.card import bullets, metrics_table, write_run_report  # noqa: E402
 from hf_contrastive.models.close import (  # noqa: E402
     DEFAULT_SIGMA,
     CLOSECaptioner,
@@ -337,11 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = run(args)
     command = " ".join(["python recipes/close_digits.py", *(argv if argv is not None else sys.argv[1:])])
     text = report(results, command)
-    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (args.output_dir / "report.md").write_text(text)
-    if not args.small:
-        args.card.parent.mkdir(parents=True, exist_ok=True)
-        args.card.write_text(text)
+    write_run_report(args.output_dir, results, text, None if args.small else args.card)
     print(text)
     return results
 

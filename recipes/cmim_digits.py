@@ -29,7 +29,6 @@ state at mu(x)]`` [16 + 256]; the reconstruction error (mean squared error of th
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout thi
 from hf_contrastive.data.multimodal import MultiModalCollator, stack_vectors  # noqa: E402
 from hf_contrastive.data.tabular import load_digits_vectors  # noqa: E402
 from hf_contrastive.evaluation.probes import knn_probe, linear_probe  # noqa: E402
-from hf_contrastive.hub.card import metrics_table  # noqa: E402
+from hf_contrastive.hub.card import metrics_table, write_run_report  # noqa: E402
 from hf_contrastive.models.cmim import CMIMConfig, CMIMModel  # noqa: E402
 from hf_contrastive.objectives.cmim import CMIMLoss  # noqa: E402
 from hf_contrastive.trainers.multimodal import MultiModalConfig, MultiModalTrainer  # noqa: E402
@@ -186,12 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
         means[name] = {k: statistics.fmean(r[k] for r in runs) for k in METRICS}
         spread[name] = {k: statistics.pstdev([r[k] for r in runs]) for k in METRICS}
         print(name, {k: round(v, 4) for k, v in means[name].items()})
-    (args.output_dir / "results.json").write_text(json.dumps({"mean": means, "std": spread}, indent=2))
     text = report(args, means, spread, (len(train_split["x"]), len(test_split["x"])))
-    (args.output_dir / "report.md").write_text(text)
-    if not args.small:
-        args.card.parent.mkdir(parents=True, exist_ok=True)
-        args.card.write_text(text)
+    write_run_report(args.output_dir, {"mean": means, "std": spread}, text, None if args.small else args.card)
     return means
 
 

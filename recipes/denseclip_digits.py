@@ -30,7 +30,6 @@ Writes ``results.json`` and ``report.md`` to ``--output-dir`` and the report to 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -45,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout thi
 from hf_contrastive.data.images import CAPTION_TEMPLATES, digit_caption, load_mnist  # noqa: E402
 from hf_contrastive.data.segmentation import DIGIT_CLASS_NAMES, SegmentationCollator, digit_canvases  # noqa: E402
 from hf_contrastive.evaluation.segmentation import SegmentationEvaluator  # noqa: E402
-from hf_contrastive.hub.card import metrics_table  # noqa: E402
+from hf_contrastive.hub.card import metrics_table, write_run_report  # noqa: E402
 from hf_contrastive.models.clip import small_clip  # noqa: E402
 from hf_contrastive.models.denseclip import DenseCLIPSegmenter  # noqa: E402
 from hf_contrastive.models.tokenizer import train_wordpiece_tokenizer  # noqa: E402
@@ -212,13 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     results = run(args)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2))
     command = "python recipes/denseclip_digits.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = report(results, command.strip())
-    (args.output_dir / "report.md").write_text(text)
-    if not args.small:
-        args.card.parent.mkdir(parents=True, exist_ok=True)
-        args.card.write_text(text)
+    write_run_report(args.output_dir, results, text, None if args.small else args.card)
     print(text)
     return results
 

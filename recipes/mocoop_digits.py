@@ -25,7 +25,6 @@ decay 5e-4. Templates are written without a trailing period: the digit CLIP's to
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout thi
 
 from hf_contrastive.data.images import DIGIT_WORDS, load_mnist  # noqa: E402
 from hf_contrastive.evaluation.base_to_new import BaseToNewEvaluator, ClassSplit, ZeroShotClassifier  # noqa: E402
-from hf_contrastive.hub.card import metrics_table  # noqa: E402
+from hf_contrastive.hub.card import metrics_table, write_run_report  # noqa: E402
 from hf_contrastive.models.clip import image_embeddings  # noqa: E402
 from hf_contrastive.models.mocoop import MoCoOpModel, hard_prompt_features  # noqa: E402
 from hf_contrastive.trainers.prompt_learning import PromptLearningConfig, PromptLearningTrainer  # noqa: E402
@@ -206,10 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = run(args)
     command = "python recipes/mocoop_digits.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(results, command)
-    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (args.output_dir / "report.md").write_text(text)
-    if not args.small:
-        args.card.write_text(text)
+    write_run_report(args.output_dir, results, text, None if args.small else args.card)
     print(text)
     return results
 

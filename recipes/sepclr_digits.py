@@ -27,7 +27,6 @@ common -> texture high, salient -> texture and common -> digit low (chance: 10% 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -42,7 +41,7 @@ from hf_contrastive.data.augment import weak_image_view  # noqa: E402
 from hf_contrastive.data.images import load_mnist  # noqa: E402
 from hf_contrastive.data.multimodal import MultiModalCollator  # noqa: E402
 from hf_contrastive.evaluation.probes import linear_probe  # noqa: E402
-from hf_contrastive.hub.card import metrics_table  # noqa: E402
+from hf_contrastive.hub.card import metrics_table, write_run_report  # noqa: E402
 from hf_contrastive.models.sepclr import SepCLRConfig, SepCLRModel  # noqa: E402
 from hf_contrastive.objectives.sepclr import SepCLRLoss  # noqa: E402
 from hf_contrastive.trainers.multimodal import MultiModalConfig, MultiModalTrainer  # noqa: E402
@@ -225,12 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
         means[name] = {k: statistics.fmean(r[k] for r in runs) for k in PROBES}
         spread[name] = {k: statistics.pstdev([r[k] for r in runs]) for k in PROBES}
         print(name, {k: round(v, 4) for k, v in means[name].items()})
-    (args.output_dir / "results.json").write_text(json.dumps({"mean": means, "std": spread}, indent=2))
     text = report(args, means, spread, (len(train_split["is_target"]), len(test_split["is_target"])))
-    (args.output_dir / "report.md").write_text(text)
-    if not args.small:
-        args.card.parent.mkdir(parents=True, exist_ok=True)
-        args.card.write_text(text)
+    write_run_report(args.output_dir, {"mean": means, "std": spread}, text, None if args.small else args.card)
     return means
 
 

@@ -22,7 +22,6 @@ What it does, for every seed and objective at the same budget (steps, batch, lea
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout thi
 from hf_contrastive.data.multimodal import MultiModalCollator, stack_vectors  # noqa: E402
 from hf_contrastive.data.tabular import Compose, FeatureMask, GaussianNoise, load_abalone, standardize  # noqa: E402
 from hf_contrastive.evaluation.probes import ProbeEvaluator, knn_probe, linear_probe  # noqa: E402
-from hf_contrastive.hub.card import metrics_table  # noqa: E402
+from hf_contrastive.hub.card import metrics_table, write_run_report  # noqa: E402
 from hf_contrastive.models.multimodal_encoder import MultiModalEncoder, MultiModalEncoderConfig  # noqa: E402
 from hf_contrastive.objectives.supcon_regression import SupConRegressionLoss  # noqa: E402
 from hf_contrastive.objectives.supremix import SupReMixLoss  # noqa: E402
@@ -181,12 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         runs = [train_and_probe(args, make_objective, seed, splits) for seed in args.seeds]
         results[name], spread[name] = summarise(runs)
         print(name, {k: round(v, 4) for k, v in results[name].items() if k in COLUMNS})
-    (args.output_dir / "results.json").write_text(json.dumps({"mean": results, "std": spread}, indent=2))
     text = report(args, results, spread, (len(train_y), len(test_y)))
-    (args.output_dir / "report.md").write_text(text)
-    if not args.small:
-        args.card.parent.mkdir(parents=True, exist_ok=True)
-        args.card.write_text(text)
+    write_run_report(args.output_dir, {"mean": results, "std": spread}, text, None if args.small else args.card)
     return results
 
 

@@ -501,3 +501,17 @@ def encoder_model_card(model, repo_id: str) -> ModelCard:
             citations=[objective_class.citation] if objective_class and objective_class.citation else [],
         )
     )
+
+
+def write_run_report(output_dir: Path, results: Any, report: str, card: Path | None = None) -> None:
+    """Save a recipe run: ``results.json`` and ``report.md`` in ``output_dir``, and the report as ``card``.
+
+    ``card=None`` (smoke runs) leaves the shipped model card untouched.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (output_dir / "report.md").write_text(report)
+    if card is not None:
+        Path(card).parent.mkdir(parents=True, exist_ok=True)
+        Path(card).write_text(report)
