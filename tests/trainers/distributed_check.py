@@ -26,18 +26,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def assert_distributed_matches_single(tmp_path: Path, tokenizer, scenario: dict, per_device_batch: int = 4) -> None:
+def run_two_processes(worker_module: str, tmp_path: Path, tokenizer, scenario: dict, per_device_batch: int) -> dict:
+    """``torchrun --nproc_per_node 2 -m worker_module TOKENIZER_DIR OUT_FILE BATCH SCENARIO``; rank 0's results."""
     tokenizer.save_pretrained(tmp_path / "tokenizer")
     out_file = tmp_path / "ddp.pt"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "tests.trainers.ddp_worker", str(tmp_path / "tokenizer"), str(out_file), str(per_device_batch),
-        json.dumps(scenario),
+        "-m", worker_module, str(tmp_path / "tokenizer"), str(out_file), str(per_device_batch), json.dumps(scenario),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-    distributed = torch.load(out_file)
+    return torch.load(out_file)
+
+
+def assert_distributed_matches_single(tmp_path: Path, tokenizer, scenario: dict, per_device_batch: int = 4) -> None:
+    distributed = run_two_processes("tests.trainers.ddp_worker", tmp_path, tokenizer, scenario, per_device_batch)
     single = run(str(tmp_path / "tokenizer"), 2 * per_device_batch, str(tmp_path / "single"), scenario)
 
     for mode in scenario.get("modes", list(MODES)):

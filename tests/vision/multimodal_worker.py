@@ -15,7 +15,6 @@ and compares with the same run in-process on one process with the doubled batch.
 import importlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +32,6 @@ from hf_contrastive.trainers.multimodal import MultiModalConfig, MultiModalTrain
 
 from .helpers import CAPTIONS, IMAGE_SIZE, random_images, tiny_clip
 
-REPO = Path(__file__).resolve().parents[2]
 VECTOR_COLUMNS = ("a", "b", "c")
 VECTOR_DIM = 4
 EMBEDDING_DIM = 8
@@ -153,19 +151,9 @@ def run(tokenizer_dir: str, per_device_batch: int, output_dir: str, scenario: di
 
 def assert_distributed_matches_single(tmp_path: Path, tokenizer, scenario: dict, per_device_batch: int = 4) -> None:
     """2 processes x ``per_device_batch`` == 1 process x twice that: losses and every gradient at 3 steps."""
-    from tests.trainers.distributed_check import free_port
+    from tests.trainers.distributed_check import run_two_processes
 
-    tokenizer.save_pretrained(tmp_path / "tokenizer")
-    out_file = tmp_path / "ddp.pt"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "tests.vision.multimodal_worker", str(tmp_path / "tokenizer"), str(out_file), str(per_device_batch),
-        json.dumps(scenario),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    distributed = torch.load(out_file)
+    distributed = run_two_processes("tests.vision.multimodal_worker", tmp_path, tokenizer, scenario, per_device_batch)
     single = run(str(tmp_path / "tokenizer"), 2 * per_device_batch, str(tmp_path / "single"), scenario)
     for mode in scenario.get("modes", list(MODES)):
         assert distributed[mode]["world_size"] == 2 and single[mode]["world_size"] == 1
