@@ -16,7 +16,7 @@ zero-shot top-1 accuracy on rows ``8000..9999`` (class embedding = mean of the n
   temperature, no label smoothing (:class:`CL2LLoss` with ``separate_temperature=False`` on a
   :class:`CLIPRocketModel` with ``separate_local_projector=False``).
 * ``clip_rocket``: + separate MLP projectors and temperature, label smoothing 0.1, text local-mode dropout.
-* ``clip_rocket_barlip`` / ``_siamlip`` / ``_swalip``: CLIP-rocket plus the SSL add-on
+* ``clip_rocket_simclr`` / ``_barlip`` / ``_siamlip`` / ``_swalip``: CLIP-rocket plus the SSL add-on
   (:func:`hf_contrastive.objectives.composite.clip_rocket_with`).
 
 The augmented variants also train the global branch on weak views (random resized crop with scale 0.5-1, caption
@@ -51,7 +51,15 @@ from hf_contrastive.trainers.multimodal import MultiModalConfig, MultiModalTrain
 
 MNIST = "../shared/data/mnist-test"
 CARD = "model_cards/clip-rocket-digits.md"
-VARIANTS = ("clip", "clip_aug", "clip_rocket", "clip_rocket_barlip", "clip_rocket_siamlip", "clip_rocket_swalip")
+VARIANTS = (
+    "clip",
+    "clip_aug",
+    "clip_rocket",
+    "clip_rocket_simclr",
+    "clip_rocket_barlip",
+    "clip_rocket_siamlip",
+    "clip_rocket_swalip",
+)
 IMAGE_SIZE = 28
 
 # Synonyms for the words of the digit captions (EDA's synonym replacement; WordNet is not available offline).

@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "siamlip": "siamlip:SiamLIPLoss",
     "byolip": "siamlip:BYOLIPLoss",
     "swalip": "swalip:SwALIPLoss",
+    "simclr": "simclr:NTXentLoss",
     "symile": "symile:SymileLoss",
     "pairwise_clip": "symile:PairwiseCLIPLoss",
     # Generic representation objectives (any encoder, MultiModalTrainer).

@@ -1,4 +1,4 @@
-"""Weighted sums of objectives: how an SSL add-on (BarLIP, SiamLIP, BYOLIP, SwALIP) joins the CLIP / CLIP-rocket loss.
+"""Weighted sums of objectives: how an SSL add-on (SimCLR, BarLIP, SiamLIP, BYOLIP, SwALIP) joins the CLIP-rocket loss.
 
 ``CompositeObjective([(objective_1, w_1), ..., (objective_n, w_n)])`` computes ``L = sum_k w_k L_k`` on the same
 embeddings. Its logs are every member's logs and loss prefixed with the member's name (``clip_rocket/loss_local``,
@@ -21,6 +21,7 @@ from .barlip import BarlowTwinsLoss
 from .base import ContrastiveObjective, ObjectiveOutput
 from .clip_rocket import CL2LLoss
 from .siamlip import BYOLIPLoss, SiamLIPLoss
+from .simclr import NTXentLoss
 from .swalip import SwALIPLoss
 
 
@@ -79,7 +80,7 @@ class CompositeObjective(ContrastiveObjective):
         }
 
 
-ADDON_WEIGHTS = {"barlip": 1.0, "siamlip": 1.0, "byolip": 1.0, "swalip": 0.2}
+ADDON_WEIGHTS = {"simclr": 1.0, "barlip": 1.0, "siamlip": 1.0, "byolip": 1.0, "swalip": 0.2}
 
 
 def clip_rocket_with(
@@ -87,7 +88,8 @@ def clip_rocket_with(
 ) -> ContrastiveObjective:
     """CLIP-rocket alone (``addon=None``) or plus an SSL add-on with the paper's weight (SwALIP 0.2, others 1).
 
-    ``addon``: ``"barlip"``, ``"siamlip"``, ``"byolip"`` or ``"swalip"``. SwALIP shares CL2L's local temperature
+    ``addon``: ``"simclr"`` (NT-Xent between the first two image views, SLIP-style), ``"barlip"``, ``"siamlip"``,
+    ``"byolip"`` or ``"swalip"``. SwALIP shares CL2L's local temperature
     and requires ``label_smoothing=0`` (set by default here; a non-zero value is refused).
     ``clip_rocket_options`` go to :class:`CL2LLoss`.
     """
@@ -103,6 +105,10 @@ def clip_rocket_with(
         shared = "local_log_scale" if rocket.separate_temperature else "log_scale"
         scale, temperature = getattr(rocket, shared, None), 1.0 / float(torch.as_tensor(rocket.local_scale()).detach())
         extra = SwALIPLoss(num_augs, temperature=temperature, learnable_temperature=False, local_log_scale=scale)
+    elif addon == "simclr":
+        if num_augs < 2:
+            raise ValueError("The SimCLR add-on contrasts two image views: num_augs must be >= 2.")
+        extra = NTXentLoss(("image_view_1", "image_view_2"))
     else:
         extra = {"barlip": BarlowTwinsLoss, "siamlip": SiamLIPLoss, "byolip": BYOLIPLoss}[addon](num_augs)
     return CompositeObjective([(rocket, 1.0), (extra, ADDON_WEIGHTS[addon] if weight is None else weight)])

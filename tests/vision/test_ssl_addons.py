@@ -155,7 +155,7 @@ def test_clip_rocket_with_swalip_shares_the_local_temperature():
     with pytest.raises(ValueError, match="label_smoothing=0"):
         clip_rocket_with("swalip", label_smoothing=0.1)
     with pytest.raises(ValueError, match="addon must be"):
-        clip_rocket_with("simclr")
+        clip_rocket_with("moco")
     assert isinstance(clip_rocket_with(None), CL2LLoss)
 
 
