@@ -473,18 +473,19 @@ def card_texts(model, objective: ContrastiveObjective, repo_id: str) -> tuple[st
     """Pipeline tag, summary paragraph and usage snippet of the card: CLIP (zero-shot) or a column encoder."""
     what = f"trained with the `{objective.name}` objective using the `hf_contrastive` library"
     if is_clip_model(model):
+        model_class = type(model).__name__
         summary = (
-            f"A CLIP model (image and text towers in one embedding space) {what}. Classify images zero-shot by "
-            "the cosine between an image embedding and the embeddings of class prompts; the trained temperature is "
-            "the model's `logit_scale`."
+            f"A CLIP-style {model_class} (image and text towers in one embedding space) {what}. Classify images "
+            "zero-shot by the cosine between an image embedding and the embeddings of class prompts; the trained "
+            "temperature is the model's `logit_scale`."
         )
         usage = f"""```python
 import torch
 from PIL import Image
-from transformers import CLIPModel, CLIPProcessor
+from transformers import AutoProcessor, {model_class}
 
-model = CLIPModel.from_pretrained({json.dumps(repo_id)})
-processor = CLIPProcessor.from_pretrained({json.dumps(repo_id)})
+model = {model_class}.from_pretrained({json.dumps(repo_id)})
+processor = AutoProcessor.from_pretrained({json.dumps(repo_id)})
 prompts = ["a photo of the digit three", "a photo of the digit seven"]  # the prompts the recipe trained on
 inputs = processor(text=prompts, images=[Image.open("digit.png")], return_tensors="pt", padding=True)
 with torch.no_grad():
@@ -509,7 +510,8 @@ with torch.no_grad():
 
 
 def is_clip_model(model) -> bool:
-    """A ``CLIPModel``-like model: a vision config and image / text feature methods."""
+    """A ``CLIPModel``-like dual encoder (``CLIPModel``, ``VisionTextDualEncoderModel``, ...): a vision config and
+    image / text feature methods."""
     return hasattr(getattr(model, "config", None), "vision_config") and hasattr(model, "get_image_features")
 
 

@@ -20,7 +20,8 @@ def tokenizer():
 
 
 def trainer_for(tokenizer, tmp_path, dataset=None, model=None, **overrides):
-    args = config(str(tmp_path), per_device_train_batch_size=8, learning_rate=3e-3, optim="adamw_torch", **overrides)
+    settings = {"per_device_train_batch_size": 8, "learning_rate": 3e-3, "optim": "adamw_torch", **overrides}
+    args = config(str(tmp_path), **settings)
     return MultiModalTrainer(
         model if model is not None else tiny_clip(tokenizer),
         args,
@@ -63,6 +64,38 @@ def test_saved_model_reloads_with_identical_embeddings_and_the_trained_temperatu
             lambda m: text_embeddings(m, inputs["input_ids"], inputs["attention_mask"]),
         ):
             torch.testing.assert_close(embed(reloaded), embed(model))
+
+
+def test_any_vision_and_text_backbone_pair_trains_reloads_and_gets_a_zero_shot_card(tokenizer, tmp_path):
+    from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, ViTConfig
+
+    torch.manual_seed(0)
+    tower = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+    dual_config = VisionTextDualEncoderConfig.from_vision_text_configs(
+        ViTConfig(image_size=16, patch_size=8, **tower),
+        BertConfig(vocab_size=len(tokenizer), max_position_embeddings=32, **tower),
+        projection_dim=8,
+    )
+    model = VisionTextDualEncoderModel(dual_config)
+    initial = {name: value.clone() for name, value in model.state_dict().items()}
+    trainer = trainer_for(tokenizer, tmp_path, model=model, max_steps=3)
+    trainer.train()
+    for tower_name in ("vision_model", "text_model", "visual_projection", "text_projection"):
+        assert any(  # both towers and both projections were updated
+            not torch.equal(value, initial[name])
+            for name, value in model.state_dict().items()
+            if name.startswith(tower_name)
+        ), tower_name
+    trainer.save_model(str(tmp_path / "saved"))
+    reloaded = VisionTextDualEncoderModel.from_pretrained(tmp_path / "saved").eval()
+    assert reloaded.logit_scale.item() == pytest.approx(trainer.objective.log_scale.item())
+    pixels = tiny_clip_processor(tokenizer)(images=random_images(2), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        torch.testing.assert_close(image_embeddings(reloaded, pixels), image_embeddings(model.eval(), pixels))
+    trainer.create_model_card(model_name="dual-encoder")
+    card = (tmp_path / "README.md").read_text()
+    assert "pipeline_tag: zero-shot-image-classification" in card
+    assert "VisionTextDualEncoderModel.from_pretrained" in card and "sentence" not in card.lower()
 
 
 def test_log_scale_is_clamped_after_each_step(tokenizer, tmp_path):
