@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-dropout", type=float, default=0.1)
     parser.add_argument("--stopword-prob", type=float, default=0.5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--local-crop-min", type=float, default=0.08, help="Smallest crop area of the strong views (paper: 0.08)."
+    )
+    parser.add_argument(
+        "--global-crop-min", type=float, default=0.5, help="Smallest crop area of the weak global view (paper: 0.5)."
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/clip-rocket-digits"))
     parser.add_argument("--card", type=Path, default=Path(CARD))
     parser.add_argument("--small", action="store_true", help="Smoke run: a few rows and steps, no card.")
@@ -132,7 +138,13 @@ def run_variant(variant: str, seed: int, train: Dataset, evaluator, tokenizer, a
     if variant != "clip":
         synonyms = DIGIT_CAPTION_SYNONYMS
         views = clip_rocket_views(
-            IMAGE_SIZE, args.num_augs, flip=False, stopword_prob=args.stopword_prob, synonyms=synonyms
+            IMAGE_SIZE,
+            args.num_augs,
+            flip=False,
+            stopword_prob=args.stopword_prob,
+            synonyms=synonyms,
+            local_scale=(args.local_crop_min, 1.0),
+            global_scale=(args.global_crop_min, 1.0),
         )
     config = MultiModalConfig(
         output_dir=str(args.output_dir / f"{variant}-seed{seed}"),
@@ -167,7 +179,8 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, comma
         "# CLIP-rocket ablation on MNIST digits\n\n"
         f"Zero-shot accuracy on MNIST rows {args.eval_start}..{args.eval_start + args.eval_rows - 1} of small CLIPs "
         f"trained from scratch on rows 0..{args.train_rows - 1} with template captions; {args.epochs} epochs, batch "
-        f"{args.batch_size}, seeds {args.seeds}, A = {args.num_augs} views.\n\n"
+        f"{args.batch_size}, seeds {args.seeds}, A = {args.num_augs} views; crop area ranges: strong views "
+        f"({args.local_crop_min}, 1), weak global view ({args.global_crop_min}, 1) (paper: 0.08 and 0.5).\n\n"
         f"{table}\n\nCommand: `{command}`\n"
     )
 

@@ -393,19 +393,23 @@ def clip_rocket_views(
     synonyms: Mapping[str, Sequence[str]] | None = None,
     backend: str = "auto",
     global_views: bool = True,
+    local_scale: tuple[float, float] = STRONG_SCALE,
+    global_scale: tuple[float, float] = WEAK_SCALE,
 ) -> dict[str, tuple[str, Callable]]:
     """The collator ``views`` of the recipe: weak global views and ``num_augs`` strong local image and text views.
 
     Returns ``{"image_view_k": (image_column, strong image view), "text_view_k": (text_column, strong text view)}``
     for ``k = 1..num_augs`` and, with ``global_views``, ``{"image": (image_column, weak crop), "text": (text_column,
     stopword removal)}``: views that replace their source column in training batches only (the trainer's
-    evaluation embeds raw values).
+    evaluation embeds raw values). ``local_scale`` / ``global_scale``: the crops' area ranges (paper: (0.08, 1) and
+    (0.5, 1)).
     """
     views: dict[str, tuple[str, Callable]] = {}
     if global_views:
-        views[image_column] = (image_column, weak_image_view(image_size, backend=backend))
+        views[image_column] = (image_column, weak_image_view(image_size, scale=global_scale, backend=backend))
         views[text_column] = (text_column, TextView(stopword_prob, strong=False))
     for k in range(1, num_augs + 1):
-        views[f"image_view_{k}"] = (image_column, strong_image_view(image_size, flip=flip, backend=backend))
+        strong = strong_image_view(image_size, scale=local_scale, flip=flip, backend=backend)
+        views[f"image_view_{k}"] = (image_column, strong)
         views[f"text_view_{k}"] = (text_column, TextView(stopword_prob, strong=True, synonyms=synonyms))
     return views
