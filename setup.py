@@ -21,6 +21,10 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.9",
     # Image columns (datasets.Image, CLIP image processors with the PIL backend).
     "pillow>=10",
+    # Instruction-based image editing on InstructPix2Pix pipelines (TripletEditTrainer).
+    "diffusers>=0.42",
+    # SMILES parsing and molecular graphs (KCL).
+    "rdkit>=2026.9",
     "pyyaml>=6",
     "jinja2>=3.1",
 ]
