@@ -55,20 +55,23 @@ class TrainerBookkeeping(LossOnlyPrediction):
 
     def _init_bookkeeping(self) -> None:
         self._objective_log_sums: dict[str, torch.Tensor] = {}
-        self._objective_log_count = 0
+        self._objective_log_counts: dict[str, int] = {}
 
     # ----------------------------------------------------------------------------------------------- logs
     def _accumulate_logs(self, logs: dict[str, torch.Tensor]) -> None:
-        """Sum the objective's logs on the device; they are read (one sync) only when the Trainer logs."""
+        """Sum the objective's logs on the device; they are read (one sync) only when the Trainer logs.
+
+        Each key is averaged over the steps that logged it (a term that switches on mid-window is not diluted).
+        """
         for key, value in logs.items():
             self._objective_log_sums[key] = self._objective_log_sums.get(key, 0.0) + value.detach()
-        self._objective_log_count += 1
+            self._objective_log_counts[key] = self._objective_log_counts.get(key, 0) + 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._objective_log_count:
+        if "loss" in logs and self._objective_log_counts:
             for key, total in self._objective_log_sums.items():
-                logs[key] = round(float(total) / self._objective_log_count, 4)
-            self._objective_log_sums, self._objective_log_count = {}, 0
+                logs[key] = round(float(total) / self._objective_log_counts[key], 4)
+            self._objective_log_sums, self._objective_log_counts = {}, {}
         super().log(logs, start_time)
 
     def _check_finite(self, loss: torch.Tensor) -> None:
