@@ -2,11 +2,13 @@
 
 from transformers import AutoConfig, AutoModel
 
+from .autotcl import AutoTCLConfig, AutoTCLModel
 from .clip_rocket import CLIPRocketConfig, CLIPRocketModel
 from .close import CLOSECaptioner, CLOSECaptionerConfig, CLOSEClassifier, CLOSEClassifierConfig
 from .cmim import CMIMConfig, CMIMModel
 from .denseclip import DenseCLIPConfig, DenseCLIPSegmenter
 from .encoder import ContrastiveEncoder, ContrastiveEncoderConfig, ContrastiveEncoderOutput, pool
+from .kcl import KCLConfig, KCLModel
 from .mocoop import MoCoOpConfig, MoCoOpModel
 from .multimodal_encoder import MultiModalEncoder, MultiModalEncoderConfig
 from .packed import enable_unpadding
@@ -25,12 +27,16 @@ MODEL_CLASSES = (
     (ViewEncoderConfig, ViewEncoder),
     (SepCLRConfig, SepCLRModel),
     (CMIMConfig, CMIMModel),
+    (KCLConfig, KCLModel),
+    (AutoTCLConfig, AutoTCLModel),
 )
 for _config_class, _model_class in MODEL_CLASSES:
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
 
 __all__ = [
+    "AutoTCLConfig",
+    "AutoTCLModel",
     "CLIPRocketConfig",
     "CLIPRocketModel",
     "CLOSECaptioner",
@@ -44,6 +50,8 @@ __all__ = [
     "ContrastiveEncoderOutput",
     "DenseCLIPConfig",
     "DenseCLIPSegmenter",
+    "KCLConfig",
+    "KCLModel",
     "MoCoOpConfig",
     "MoCoOpModel",
     "MultiModalEncoder",

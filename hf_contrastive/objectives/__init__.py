@@ -33,6 +33,10 @@ REGISTRY: dict[str, str] = {
     "supremix": "supremix:SupReMixLoss",
     "sepclr": "sepclr:SepCLRLoss",
     "cmim": "cmim:CMIMLoss",
+    # Molecules and time series.
+    "kcl": "kcl:KCLLoss",
+    "autotcl": "autotcl:AutoTCLEncoderLoss",
+    "autotcl_augmenter": "autotcl:AutoTCLAugmenterLoss",
 }
 
 
