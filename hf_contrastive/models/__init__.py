@@ -8,11 +8,13 @@ from .close import CLOSECaptioner, CLOSECaptionerConfig, CLOSEClassifier, CLOSEC
 from .cmim import CMIMConfig, CMIMModel
 from .denseclip import DenseCLIPConfig, DenseCLIPSegmenter
 from .encoder import ContrastiveEncoder, ContrastiveEncoderConfig, ContrastiveEncoderOutput, pool
+from .graph_rec import DCCF, DCCFConfig, LightGCN, LightGCNConfig, XSimGCL, XSimGCLConfig
 from .kcl import KCLConfig, KCLModel
 from .mocoop import MoCoOpConfig, MoCoOpModel
 from .multimodal_encoder import MultiModalEncoder, MultiModalEncoderConfig
 from .packed import enable_unpadding
 from .sepclr import SepCLRConfig, SepCLRModel
+from .seq_rec import SASRec, SASRecConfig
 from .view_encoder import ViewEncoder, ViewEncoderConfig
 
 # Every model family: AutoConfig / AutoModel resolve their model_type without trust_remote_code.
@@ -29,6 +31,10 @@ MODEL_CLASSES = (
     (CMIMConfig, CMIMModel),
     (KCLConfig, KCLModel),
     (AutoTCLConfig, AutoTCLModel),
+    (LightGCNConfig, LightGCN),
+    (XSimGCLConfig, XSimGCL),
+    (DCCFConfig, DCCF),
+    (SASRecConfig, SASRec),
 )
 for _config_class, _model_class in MODEL_CLASSES:
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
@@ -48,18 +54,26 @@ __all__ = [
     "ContrastiveEncoder",
     "ContrastiveEncoderConfig",
     "ContrastiveEncoderOutput",
+    "DCCF",
+    "DCCFConfig",
     "DenseCLIPConfig",
     "DenseCLIPSegmenter",
     "KCLConfig",
     "KCLModel",
+    "LightGCN",
+    "LightGCNConfig",
     "MoCoOpConfig",
     "MoCoOpModel",
     "MultiModalEncoder",
     "MultiModalEncoderConfig",
+    "SASRec",
+    "SASRecConfig",
     "SepCLRConfig",
     "SepCLRModel",
     "ViewEncoder",
     "ViewEncoderConfig",
+    "XSimGCL",
+    "XSimGCLConfig",
     "enable_unpadding",
     "pool",
 ]

@@ -37,6 +37,14 @@ REGISTRY: dict[str, str] = {
     "kcl": "kcl:KCLLoss",
     "autotcl": "autotcl:AutoTCLEncoderLoss",
     "autotcl_augmenter": "autotcl:AutoTCLAugmenterLoss",
+    # Recommendation (GraphRecTrainer).
+    "bpr": "bpr:BPRLoss",
+    "xsimgcl": "xsimgcl:XSimGCLLoss",
+    "dccf": "dccf:DCCFLoss",
+    "cl4srec": "seq_rec:CL4SRecLoss",
+    "mclrec": "seq_rec:MCLRecLoss",
+    # Instruction-based image editing (TripletEditTrainer).
+    "superedit": "superedit:SuperEditTripletLoss",
 }
 
 
