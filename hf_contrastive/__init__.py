@@ -36,6 +36,8 @@ _LAZY = {
     "SeqRecConfig": "hf_contrastive.trainers.seq_rec",
     "AutoTCLTrainer": "hf_contrastive.trainers.autotcl",
     "AutoTCLTrainingConfig": "hf_contrastive.trainers.autotcl",
+    "TSForecastingTrainer": "hf_contrastive.trainers.ts_forecasting",
+    "TSForecastingConfig": "hf_contrastive.trainers.ts_forecasting",
     "TripletEditTrainer": "hf_contrastive.trainers.triplet_edit",
     "TripletEditConfig": "hf_contrastive.trainers.triplet_edit",
     "contrastive_search": "hf_contrastive.generation",

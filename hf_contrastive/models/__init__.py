@@ -15,6 +15,7 @@ from .multimodal_encoder import MultiModalEncoder, MultiModalEncoderConfig
 from .packed import enable_unpadding
 from .sepclr import SepCLRConfig, SepCLRModel
 from .seq_rec import SASRec, SASRecConfig
+from .ts_forecaster import TSForecaster, TSForecasterConfig
 from .view_encoder import ViewEncoder, ViewEncoderConfig
 
 # Every model family: AutoConfig / AutoModel resolve their model_type without trust_remote_code.
@@ -35,6 +36,7 @@ MODEL_CLASSES = (
     (XSimGCLConfig, XSimGCL),
     (DCCFConfig, DCCF),
     (SASRecConfig, SASRec),
+    (TSForecasterConfig, TSForecaster),
 )
 for _config_class, _model_class in MODEL_CLASSES:
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
@@ -70,6 +72,8 @@ __all__ = [
     "SASRecConfig",
     "SepCLRConfig",
     "SepCLRModel",
+    "TSForecaster",
+    "TSForecasterConfig",
     "ViewEncoder",
     "ViewEncoderConfig",
     "XSimGCL",

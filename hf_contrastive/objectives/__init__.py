@@ -37,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "kcl": "kcl:KCLLoss",
     "autotcl": "autotcl:AutoTCLEncoderLoss",
     "autotcl_augmenter": "autotcl:AutoTCLAugmenterLoss",
+    "ts_forecasting_moco": "ts_forecasting:MoCoForecastingLoss",
     # Recommendation (GraphRecTrainer).
     "bpr": "bpr:BPRLoss",
     "xsimgcl": "xsimgcl:XSimGCLLoss",
