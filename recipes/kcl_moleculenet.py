@@ -230,8 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
             for encoder, scores in evaluate(model, tasks).items():
                 runs.setdefault(f"{method} ({encoder})", []).append(scores)
                 print(method, encoder, {k: round(v, 4) for k, v in scores.items()})
-    means = {row: {d: statistics.fmean(r[d] for r in rs) for d in DATASETS} for row, rs in runs.items()}
-    spread = {row: {d: statistics.pstdev([r[d] for r in rs]) for d in DATASETS} for row, rs in runs.items()}
+    # numpy keeps an undefined ROC-AUC (NaN: one class in a split) as NaN instead of raising.
+    means = {row: {d: float(np.mean([r[d] for r in rs])) for d in DATASETS} for row, rs in runs.items()}
+    spread = {row: {d: float(np.std([r[d] for r in rs])) for d in DATASETS} for row, rs in runs.items()}
     text = report(args, means, spread, tasks, len(smiles))
     write_run_report(args.output_dir, {"mean": means, "std": spread}, text, None if args.small else args.card)
     return means

@@ -201,14 +201,16 @@ def scaffold_split(
 ) -> tuple[list[int], list[int], list[int]]:
     """Train / valid / test row indices with no Bemis-Murcko scaffold in two splits (DeepChem / chemprop order).
 
-    Scaffold sets are taken largest first (ties by first row) and each goes to train while it fits in
-    ``fractions[0]``, else to valid while that fits, else to test: the rare scaffolds end up in test.
+    Scaffold sets are taken largest first, ties broken by the *later* first row first (DeepChem's
+    ``sorted(..., key=(len, first row), reverse=True)``), and each goes to train while it fits in ``fractions[0]``,
+    else to valid while that fits, else to test: the rare scaffolds end up in test. (Ties by the earlier row put the
+    file's last singletons in test; BBBP's file ends with positives only, and its test ROC-AUC became undefined.)
     """
     _check_fractions(fractions)
     groups: dict[str, list[int]] = defaultdict(list)
     for row, text in enumerate(smiles):
         groups[scaffold(text)].append(row)
-    ordered = sorted(groups.values(), key=lambda rows: (-len(rows), rows[0]))
+    ordered = sorted(groups.values(), key=lambda rows: (len(rows), rows[0]), reverse=True)
     train_size, valid_size = fractions[0] * len(smiles), (fractions[0] + fractions[1]) * len(smiles)
     splits: tuple[list[int], list[int], list[int]] = ([], [], [])
     for rows in ordered:
