@@ -44,6 +44,10 @@ METHODS = {
     "DCCF": (DCCF, {"n_intents": 128}, DCCFLoss, "user"),
 }
 METRICS = ["recall@20", "ndcg@20", "recall@10", "ndcg@10"]
+DATA_DESCRIPTIONS = {
+    "ml-100k": "ml-100k, every rating an interaction, per-user random 7:1:2 split (seed 0; validation unused)",
+    "amazon-beauty": "amazon-beauty-selfrec, SELFRec's leave-last-out train/test files as user-item pairs",
+}
 SMALL = {"datasets": ["ml-100k"], "epochs": 1, "seeds": [0], "max_train_pairs": 3000}
 
 
@@ -138,8 +142,7 @@ def report(args: GraphRecArguments, results: dict[str, dict[str, float]], second
             "ranking over all items with the user's training items masked; Recall@K = hits / |test items|, NDCG@K "
             "binary with IDCG over min(K, |test items|) ranks, averaged over users with test items.",
             "",
-            "Data: ml-100k, every rating an interaction, per-user random 7:1:2 split (seed 0; validation unused); "
-            "amazon-beauty-selfrec, SELFRec's leave-last-out train/test files as user-item pairs.",
+            "Data: " + "; ".join(DATA_DESCRIPTIONS[name] for name in args.datasets) + ".",
             "",
             metrics_table(results, [*METRICS, "train s"], row_header="data / method"),
             "",
