@@ -26,10 +26,8 @@ import argparse
 import importlib.util
 import json
 import math
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -165,16 +163,7 @@ def measure(args, runner: Callable, size: str) -> dict[str, Any]:
         device, isolated=(args.isolation or ("fork" if device.type == "cpu" else "none")) == "fork"
     )
     name, step = runner(args, size, device)
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        helpers.synchronize(device)
-        start = time.perf_counter()
-        step()
-        helpers.synchronize(device)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    seconds = helpers.median_step_seconds(step, device, args.warmup, args.steps)
     peak = memory.peak()
     return {
         "contender": name,

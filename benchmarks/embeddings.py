@@ -393,6 +393,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def median_step_seconds(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
+    """Run ``step`` ``warmup`` times, then time ``steps`` calls (device-synchronised); the median in seconds."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 @contextmanager
 def count_forward_tokens(backbone: BertModel):
     """Count the token positions (padding included) embedded inside the block; yields a one-item list.

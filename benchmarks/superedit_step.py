@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -146,16 +144,7 @@ def measure(args, contender: str) -> dict[str, Any]:
     device = torch.device(args.device)
     memory = helpers.PeakMemory(device, isolated=_isolation(args) == "fork")
     step = build_step(args, contender)
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        helpers.synchronize(device)
-        start = time.perf_counter()
-        step()
-        helpers.synchronize(device)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    seconds = helpers.median_step_seconds(step, device, args.warmup, args.steps)
     peak = memory.peak()
     return {
         "contender": contender,
