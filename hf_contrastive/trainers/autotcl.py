@@ -31,7 +31,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .. import distributed
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card
-from .common import TrainerBookkeeping, evaluation_by_evaluator_only
+from .common import TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 
 @dataclass
@@ -157,7 +157,7 @@ class AutoTCLTrainer(TrainerBookkeeping, Trainer):
         """Write ``README.md`` into ``output_dir`` (``eval_results`` default to the evaluator's last metrics)."""
         if not self.is_world_process_zero():
             return
-        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = card_repo_id(self.args, model_name)
         model = self.accelerator.unwrap_model(self.model)
         config = model.config
         card = build_model_card(

@@ -48,6 +48,11 @@ class LossOnlyPrediction:
         return loss.detach(), None, None
 
 
+def card_repo_id(args, model_name: str | None = None) -> str:
+    """The id a trainer's card names the model by: ``hub_model_id``, else ``model_name``, else the output folder."""
+    return args.hub_model_id or model_name or os.path.basename(os.path.abspath(args.output_dir))
+
+
 class TrainerBookkeeping(LossOnlyPrediction):
     """Objective logs summed on the device and averaged into the Trainer's logs, the NaN guard, evaluators."""
 

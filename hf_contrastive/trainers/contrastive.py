@@ -27,7 +27,7 @@ from ..models.encoder import ContrastiveEncoder
 from ..models.packed import enable_unpadding
 from ..objectives import ContrastiveObjective, build_objective, split_columns
 from ..objectives.info_nce import negative_columns
-from .common import ObjectiveParameters, TrainerBookkeeping, evaluation_by_evaluator_only
+from .common import ObjectiveParameters, TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 logger = logging.getLogger(__name__)
 
@@ -474,9 +474,7 @@ class ContrastiveTrainer(ObjectiveParameters, TrainerBookkeeping, Trainer):
         card = build_model_card(
             ContrastiveCardData(
                 objective=self.objective.name,
-                repo_id=self.args.hub_model_id
-                or model_name
-                or os.path.basename(os.path.abspath(self.args.output_dir)),
+                repo_id=card_repo_id(self.args, model_name),
                 model_name=model_name,
                 base_model=finetuned_from or self._base_model_name(),
                 paper=self.objective.paper,

@@ -44,7 +44,7 @@ from ..hub import CardEvalResult, ContrastiveCardData, build_model_card
 from ..models.graph_rec import LightGCN
 from ..objectives import build_objective
 from ..objectives.bpr import GraphRecObjective
-from .common import TrainerBookkeeping, evaluation_by_evaluator_only
+from .common import TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 DEFAULT_OBJECTIVES = {"lightgcn": "bpr", "xsimgcl": "xsimgcl", "dccf": "dccf"}
 
@@ -249,7 +249,7 @@ class GraphRecTrainer(TrainerBookkeeping, Trainer):
         """Write ``README.md`` into ``output_dir`` (``eval_results`` default to the evaluator's last metrics)."""
         if not self.is_world_process_zero():
             return
-        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = card_repo_id(self.args, model_name)
         model = self.accelerator.unwrap_model(self.model)
         card = build_model_card(
             ContrastiveCardData(

@@ -36,7 +36,7 @@ from ..data.multimodal import (
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card, dataset_statistics, encoder_details
 from ..models.clip import image_embeddings, text_embeddings
 from ..objectives import ContrastiveObjective, build_objective
-from .common import ObjectiveParameters, TrainerBookkeeping, evaluation_by_evaluator_only
+from .common import ObjectiveParameters, TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 logger = logging.getLogger(__name__)
 
@@ -430,7 +430,7 @@ class MultiModalTrainer(ObjectiveParameters, TrainerBookkeeping, Trainer):
         """Write ``README.md`` into ``output_dir`` (``eval_results`` default to the evaluator's last metrics)."""
         if not self.is_world_process_zero():
             return
-        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = card_repo_id(self.args, model_name)
         pipeline_tag, summary, usage = card_texts(self._base_model(), self.objective, repo_id)
         card = build_model_card(
             ContrastiveCardData(

@@ -30,7 +30,7 @@ from ..data.reranking import validate_reranker_dataset
 from ..hub import CardEvalResult, dataset_statistics
 from ..models.reranker import AnswerTokenReranker, RerankerCardData, RerankerSettings, reranker_model_card
 from ..objectives.reranking import CL_SCORES, LOSSES, SCHEMES, SCORE_KINDS, URL_NORMALIZATIONS, RerankingObjective
-from .common import TrainerBookkeeping, evaluation_by_evaluator_only
+from .common import TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 _SETTINGS_FIELDS = ("prompt_template", "instruction", "yes_token", "no_token", "max_length")
 
@@ -250,7 +250,7 @@ class RerankerTrainer(TrainerBookkeeping, Trainer):
             eval_results = self._logged_eval_results(task_type="text-ranking", task_name="Reranking")
         data = RerankerCardData.from_reranker(
             self.reranker,
-            repo_id=self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
+            repo_id=card_repo_id(self.args, model_name),
             model_name=model_name,
             datasets=[dataset_name] if isinstance(dataset_name, str) else list(dataset_name or []),
             dataset_stats=self._dataset_stats(),

@@ -42,7 +42,7 @@ from ..evaluation.recsys import SequenceScoreFn, pad_sequences
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card
 from ..models.seq_rec import SequenceAugmentation
 from ..objectives import ContrastiveObjective, build_objective
-from .common import TrainerBookkeeping, evaluation_by_evaluator_only
+from .common import TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 AUGMENTER_OPTIMIZER_FILE = "augmenter_optimizer.pt"
 SASREC_CITATION = """@inproceedings{kang2018sasrec,
@@ -294,7 +294,7 @@ class SeqRecTrainer(TrainerBookkeeping, Trainer):
         """Write ``README.md`` into ``output_dir`` (``eval_results`` default to the evaluator's last metrics)."""
         if not self.is_world_process_zero():
             return
-        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = card_repo_id(self.args, model_name)
         config = self.accelerator.unwrap_model(self.model).config
         objective = self.objective
         card = build_model_card(

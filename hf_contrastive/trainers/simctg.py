@@ -59,7 +59,7 @@ from ..objectives.simctg import (
     PAPER,
     simctg_contrastive_loss,
 )
-from .common import LossOnlyPrediction
+from .common import LossOnlyPrediction, card_repo_id
 
 
 @dataclass
@@ -265,7 +265,7 @@ class SimCTGTrainer(LossOnlyPrediction, Trainer):
         """Write ``README.md`` into ``output_dir`` (``push_to_hub`` calls it too): a text-generation card."""
         if not self.is_world_process_zero():
             return
-        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = card_repo_id(self.args, model_name)
         datasets = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name or [])
         card = simctg_model_card(
             repo_id=repo_id,

@@ -71,7 +71,7 @@ from ..objectives.superedit import (
     denoising_target,
     triplet_mask,
 )
-from .common import TrainerBookkeeping
+from .common import TrainerBookkeeping, card_repo_id
 
 START_STEP_COUNTERS = ("global", "epoch_local")
 EMA_FOLDER = "unet_ema"
@@ -464,7 +464,7 @@ class TripletEditTrainer(TrainerBookkeeping, Trainer):
         """Write ``README.md``: base model, instruction data, triplet settings, sample edits, usage with diffusers."""
         if not self.is_world_process_zero():
             return
-        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = card_repo_id(self.args, model_name)
         base_model = finetuned_from or self.pipeline.name_or_path or None
         datasets = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name or [])
         card = build_model_card(

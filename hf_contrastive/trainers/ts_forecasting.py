@@ -47,7 +47,7 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 from ..evaluation.forecasting import forecast_errors
 from ..hub import CardEvalResult
 from ..models.ts_forecaster import forecaster_model_card
-from .common import TrainerBookkeeping
+from .common import TrainerBookkeeping, card_repo_id
 from .ema import EMAUpdate
 
 WINDOW_COLUMNS = ("past_values", "future_values")
@@ -178,7 +178,7 @@ class TSForecastingTrainer(TrainerBookkeeping, Trainer):
         if not self.is_world_process_zero():
             return
         model = self.accelerator.unwrap_model(self.model)
-        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = card_repo_id(self.args, model_name)
         if eval_results is None:
             eval_results = self._logged_eval_results(task_type="time-series-forecasting", task_name="Forecasting")
         card = forecaster_model_card(
