@@ -34,7 +34,8 @@ Use it as a function, or through ``model.generate``::
   model-specific logit post-processing (soft-capping, scaling) still applies. Only the last layer's hidden states
   are kept; ``output_hidden_states`` is never requested.
 - The winner's keys and values are moved to position ``L`` of each layer and the ``k - 1`` others are cropped
-  (``O(B * heads * d)`` per layer).
+  (``O(B * heads * d)`` per layer). The cache layers write into buffers allocated once for the whole generation,
+  so no step copies the cache (``DynamicCache`` concatenates, copying every layer's cache at every step).
 - Nothing is read back to the CPU during a step unless stopping needs it: with only a length limit the loop never
   synchronises; an end-of-sequence or other stopping criterion costs one ``any()`` per step, a streamer one copy
   of the new tokens.
@@ -44,7 +45,7 @@ attention (custom 4D masks), and a full-attention ``DynamicCache`` (sliding-wind
 refused). Prompts are left-padded (``tokenizer.padding_side = "left"``); positions follow the attention mask as in
 ``generate``, so a padded prompt decodes like the same prompt alone.
 
-Memory: the cache of greedy search plus ``k`` positions during a step (cropped right after), where the peer
+Memory: the cache of greedy search at its final length plus ``k`` positions, allocated up front, where the peer
 implementation (transformers <= 4.55) holds and copies a ``k``-fold cache every step; the context states take
 ``O(B * L * D)`` and the penalty ``O(B * k * L)``.
 """
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -172,8 +174,70 @@ def _check_prompt(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None
         )
 
 
-def _empty_cache(model, cache) -> DynamicCache:
-    """A fresh full-attention ``DynamicCache`` (or the empty one ``generate`` prepared); other caches are refused."""
+class _PreallocatedLayer(DynamicLayer):
+    """A full-attention cache layer whose keys and values live in a buffer allocated once, not re-concatenated.
+
+    ``DynamicLayer.update`` concatenates, which copies the whole cache of the layer at every step (greedy search
+    pays that too); here a step writes only its new positions, and ``keys`` / ``values`` are views [B, heads, L, d]
+    of a [B, heads, capacity, d] buffer. ``crop`` just shortens the views. A buffer that fills up doubles (one
+    copy), so a loop without a length limit still works.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self._key_buffer = self._allocate(key_states, max(self.capacity, key_states.shape[-2]))
+        self._value_buffer = self._allocate(value_states, self._key_buffer.shape[-2])
+
+    @staticmethod
+    def _allocate(like: torch.Tensor, capacity: int) -> torch.Tensor:
+        return like.new_empty((*like.shape[:-2], capacity, like.shape[-1]))
+
+    def _grow(self, needed: int) -> None:
+        capacity = max(needed, 2 * self._key_buffer.shape[-2])
+        for name in ("_key_buffer", "_value_buffer"):
+            old = getattr(self, name)
+            new = self._allocate(old, capacity)
+            new[..., : self.length, :] = old[..., : self.length, :]
+            setattr(self, name, new)
+
+    def _set_views(self) -> None:
+        self.keys = self._key_buffer[..., : self.length, :]
+        self.values = self._value_buffer[..., : self.length, :]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self._key_buffer.shape[-2]:
+            self._grow(end)
+        self._key_buffer[..., self.length : end, :] = key_states
+        self._value_buffer[..., self.length : end, :] = value_states
+        self.length = end
+        self._set_views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes the negative number of positions to drop, got {tokens_to_remove}.")
+        self.length = max(self.length + tokens_to_remove, 0)
+        if self.is_initialized:
+            self._set_views()
+
+
+def _empty_cache(model, cache, capacity: int) -> DynamicCache:
+    """An empty full-attention cache of :class:`_PreallocatedLayer` (``capacity`` positions each).
+
+    ``cache`` (what ``generate`` prepared, or None) must be an empty ``DynamicCache`` of full-attention layers: its
+    layers are swapped for preallocated ones; sliding-window, linear-attention and static caches are refused.
+    """
     if cache is None:
         cache = DynamicCache(config=model.config)
     if not isinstance(cache, DynamicCache) or cache.get_seq_length() > 0:
@@ -187,6 +251,9 @@ def _empty_cache(model, cache) -> DynamicCache:
             f"Contrastive search supports full-attention cache layers (DynamicLayer) only; this model's cache has "
             f"{unsupported} (sliding-window or linear-attention layers)."
         )
+    cache.layers = [_PreallocatedLayer(capacity) for _ in cache.layers]
+    if cache.layer_class_to_replicate is not None:  # a cache built without a config adds its layers lazily
+        cache.layer_class_to_replicate = partial(_PreallocatedLayer, capacity)
     return cache
 
 
@@ -359,10 +426,11 @@ def _decode(
     check_model(model)
     _check_prompt(input_ids, attention_mask)
     max_length, needs_poll, stops_rows = _stopping_plan(stopping_criteria, streamer, pad_token_id)
-    cache = _empty_cache(model, cache)
+    batch, prompt_length = input_ids.shape
+    capacity = (max_length or prompt_length + 256) + top_k
+    cache = _empty_cache(model, cache, capacity)
     cache_kwarg = {cache_forward_argument(model): cache}
     record = record or _StepRecord()
-    batch, prompt_length = input_ids.shape
     rows = torch.arange(batch, device=input_ids.device)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # padding at 0, as generate does
     next_position = positions[:, -1] + 1

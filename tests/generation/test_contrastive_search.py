@@ -330,3 +330,23 @@ def test_generate_without_penalty_alpha_or_with_other_model_inputs_is_refused():
             top_k=3,
             max_new_tokens=3,
         )
+
+
+def test_the_preallocated_cache_layer_holds_what_concatenation_would_through_growth_and_crops():
+    from transformers.cache_utils import DynamicLayer
+
+    from hf_contrastive.generation.contrastive_search import _PreallocatedLayer
+
+    generator = torch.Generator().manual_seed(0)
+    preallocated, reference = _PreallocatedLayer(capacity=3), DynamicLayer()
+    for change in (2, 3, -2, 1, 4, -1, 5):  # 2 + 3 already overflows the capacity of 3: the buffer grows twice
+        if change < 0:
+            preallocated.crop(change)
+            reference.crop(change)
+            continue
+        keys, values = (torch.randn(2, 3, change, 4, generator=generator) for _ in range(2))
+        got, expected = preallocated.update(keys, values), reference.update(keys, values)
+        for a, b in zip(got, expected):
+            assert torch.equal(a, b)
+        assert preallocated.get_seq_length() == reference.get_seq_length()
+    assert preallocated._key_buffer.shape[-2] >= 12
