@@ -224,6 +224,10 @@ class _PreallocatedLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
+    def reset(self) -> None:
+        self.length = 0
+        super().reset()
+
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
             raise ValueError(f"crop takes the negative number of positions to drop, got {tokens_to_remove}.")
