@@ -73,11 +73,34 @@ class TrainerBookkeeping(LossOnlyPrediction):
             self._objective_log_counts[key] = self._objective_log_counts.get(key, 0) + 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._objective_log_counts:
-            for key, total in self._objective_log_sums.items():
-                logs[key] = round(float(total) / self._objective_log_counts[key], 4)
+        if "loss" in logs:  # a training log: every rank is here (the Trainer has just averaged "loss" over ranks)
+            logs.update(self._objective_log_means())
             self._objective_log_sums, self._objective_log_counts = {}, {}
         super().log(logs, start_time)
+
+    def _objective_log_means(self) -> dict[str, float]:
+        """Each objective log averaged over the steps that logged it and, under DDP, over the ranks, as ``loss`` is.
+
+        The keys are unioned across ranks first (a rank whose batches never logged a key contributes no count), then
+        the sums and counts travel in one ``all_reduce``; this runs only at logging steps.
+        """
+        keys = sorted(self._objective_log_sums)
+        if distributed.is_distributed():
+            every_rank: list[list[str]] = [[] for _ in range(distributed.world_size())]
+            torch.distributed.all_gather_object(every_rank, keys)
+            keys = sorted(set().union(*every_rank))
+        if not keys:
+            return {}
+        device = distributed.collective_device()
+        totals = torch.stack(
+            [
+                torch.as_tensor(self._objective_log_sums.get(key, 0.0), dtype=torch.float64, device=device)
+                for key in keys
+            ]
+        )
+        counts = torch.tensor([self._objective_log_counts.get(key, 0) for key in keys], dtype=torch.float64)
+        summed = distributed.all_reduce_sum(torch.cat([totals, counts.to(device)]))
+        return {key: round(float(summed[i] / summed[len(keys) + i]), 4) for i, key in enumerate(keys)}
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if self.args.raise_on_nonfinite_loss and not torch.isfinite(loss.detach()).item():
