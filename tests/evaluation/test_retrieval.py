@@ -1,9 +1,6 @@
 """Retrieval metrics, chunked exact retrieval and the retrieval / re-ranking evaluators (also across 2 processes)."""
 
 import logging
-import os
-import subprocess
-import sys
 from math import log2
 
 import pytest
@@ -17,7 +14,7 @@ from hf_contrastive.evaluation import (
     retrieve,
 )
 
-from ..trainers.distributed_check import REPO, free_port
+from ..trainers.distributed_check import torchrun
 from ..trainers.helpers import config, dropout_free_encoder, triplet_dataset
 from .retrieval_worker import CORPUS, QRELS, QUERIES, evaluate_toy_collection
 
@@ -269,13 +266,7 @@ def test_score_pairs_checks_the_number_of_scores():
 @pytest.mark.slow
 def test_two_processes_return_exactly_the_single_process_results(tmp_path, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(tmp_path / "tokenizer")
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "tests.evaluation.retrieval_worker", str(tmp_path / "tokenizer"), str(tmp_path),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    torchrun("tests.evaluation.retrieval_worker", str(tmp_path / "tokenizer"), str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single = evaluate_toy_collection(str(tmp_path / "tokenizer"))
 

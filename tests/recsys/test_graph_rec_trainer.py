@@ -1,10 +1,5 @@
 """GraphRecTrainer: one propagation per step, epoch triples, checks, card, reload, and 2 ranks == 1 (gradients)."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -15,10 +10,8 @@ from hf_contrastive.objectives.dccf import DCCFLoss
 from hf_contrastive.objectives.xsimgcl import XSimGCLLoss
 from hf_contrastive.trainers.graph_rec import EpochTriples, GraphRecConfig, GraphRecTrainer
 
-from ..trainers.distributed_check import free_port
+from ..trainers.distributed_check import torchrun
 from .graph_rec_worker import run, tiny_interactions
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def config(tmp_path, **overrides) -> GraphRecConfig:
@@ -120,13 +113,7 @@ def test_training_lowers_the_loss(tmp_path, model_class, objective):
 def test_two_processes_with_b_triples_match_one_process_with_2b(tmp_path):
     """Split triples, replicated propagation: losses and every gradient of 3 steps equal the single process's."""
     out_file = tmp_path / "ddp.pt"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "tests.recsys.graph_rec_worker", str(out_file), "4",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    torchrun("tests.recsys.graph_rec_worker", str(out_file), "4")
     distributed, single = torch.load(out_file), run(8, str(tmp_path / "single"))
     for name, expected in single.items():
         got = distributed[name]

@@ -5,14 +5,10 @@ queue, its pointer and hence the next steps' negatives, losses and gradients mus
 the whole global batch; the momentum encoder follows the DDP-averaged weights on every rank alike.
 """
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from ..trainers.distributed_check import REPO, free_port
+from ..trainers.distributed_check import torchrun
 from .ts_forecasting_worker import STEPS, run
 
 PER_DEVICE_BATCH = 4
@@ -22,13 +18,7 @@ PER_DEVICE_BATCH = 4
 def two_ranks_and_one_process(tmp_path_factory) -> tuple[list[dict], dict]:
     """Every rank's results of the 2-process run (B = 4 windows each) and the 1-process run's (2B = 8)."""
     out_dir = tmp_path_factory.mktemp("ddp")
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "tests.timeseries.ts_forecasting_worker", str(out_dir), str(PER_DEVICE_BATCH),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    torchrun("tests.timeseries.ts_forecasting_worker", str(out_dir), str(PER_DEVICE_BATCH))
     ranks = [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]
     return ranks, run(2 * PER_DEVICE_BATCH, str(tmp_path_factory.mktemp("single")))
 

@@ -26,17 +26,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_two_processes(worker_module: str, tmp_path: Path, tokenizer, scenario: dict, per_device_batch: int) -> dict:
-    """``torchrun --nproc_per_node 2 -m worker_module TOKENIZER_DIR OUT_FILE BATCH SCENARIO``; rank 0's results."""
-    tokenizer.save_pretrained(tmp_path / "tokenizer")
-    out_file = tmp_path / "ddp.pt"
+def torchrun(worker_module: str, *arguments: str, processes: int = 2) -> None:
+    """``torchrun --nproc_per_node 2 -m worker_module ARGUMENTS...`` from the repository root (gloo, 1 thread each);
+    fails the test with the workers' stderr when they fail."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", worker_module, str(tmp_path / "tokenizer"), str(out_file), str(per_device_batch), json.dumps(scenario),
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+        "--master_port", str(free_port()), "-m", worker_module, *arguments,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def run_two_processes(worker_module: str, tmp_path: Path, tokenizer, scenario: dict, per_device_batch: int) -> dict:
+    """``torchrun --nproc_per_node 2 -m worker_module TOKENIZER_DIR OUT_FILE BATCH SCENARIO``; rank 0's results."""
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    out_file = tmp_path / "ddp.pt"
+    torchrun(worker_module, str(tmp_path / "tokenizer"), str(out_file), str(per_device_batch), json.dumps(scenario))
     return torch.load(out_file)
 
 
