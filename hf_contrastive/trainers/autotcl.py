@@ -9,8 +9,8 @@
 One training step on a batch ``x`` (the released ``AutoTCL_CoST.py`` loop):
 
 1. every ``config.ratio_step`` steps (counted from 0; never with ``config.augmentation="fixed"``), the augmenter step: the encoder in eval mode, the view sampled
-   with gradient, ``L_aug`` back-propagated and only the augmentation network stepped (its own AdamW with
-   ``config.meta_lr``); the encoder's gradients from it are discarded;
+   with gradient, ``L_aug`` differentiated with respect to the augmentation network only (the encoder accumulates
+   no gradient from it) and that network stepped (its own AdamW with ``config.meta_lr``);
 2. the encoder step: a new view sampled without gradient, ``L_enc`` minimised by the Trainer's optimizer, which
    holds the encoder's parameters only;
 3. after the optimizer step, the averaged (SWA) encoder takes in the new weights.
@@ -115,11 +115,17 @@ class AutoTCLTrainer(TrainerBookkeeping, Trainer):
         try:
             output = model(past_values=past_values, mode="augmenter")
             self._check_finite(output.loss)
-            output.loss.backward()
+            # autograd.grad, not backward: DDP counts a gradient accumulated into any of its parameters, even outside
+            # its forward, as use in its next backward, where the augmenter (unused by the encoder step) then fails
+            # DDP's reducer ("Encountered gradient which is undefined").
+            parameters = list(model.augmenter.parameters())
+            gradients = torch.autograd.grad(output.loss, parameters, allow_unused=True)
+            for parameter, gradient in zip(parameters, gradients):
+                parameter.grad = gradient
             self._average_augmenter_gradients(model)
             self.aug_optimizer.step()
         finally:
-            model.zero_grad(set_to_none=True)  # the encoder's gradients from L_aug are discarded
+            model.augmenter.zero_grad(set_to_none=True)  # DDP must see no stale augmenter gradient in the encoder step
             model.encoder.train()
         self._accumulate_logs({"aug_loss": output.loss, **{f"aug_{k}": v for k, v in output.logs.items()}})
         return output.loss.detach()
