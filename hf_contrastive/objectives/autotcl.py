@@ -197,7 +197,8 @@ class AutoTCLAugmenterLoss(ContrastiveObjective):
     """The augmenter's loss: PRI (MMD + mask sparsity + temporal consistency) or adversarial (-InfoNCE).
 
     ``embeddings``: ``{"original": f(x) [B, T, D], "view": f(v) [B, T, D], "mask_probability": w_h [B, T, C]}``.
-    The MMD is per rank (a batch statistic, not an in-batch contrast).
+    The MMD is per rank (a batch statistic, not an in-batch contrast); the adversarial InfoNCE gathers every rank's
+    views, as the encoder loss it opposes does.
     """
 
     name = "autotcl_augmenter"
@@ -223,8 +224,8 @@ class AutoTCLAugmenterLoss(ContrastiveObjective):
 
     def forward(self, embeddings: dict[str, torch.Tensor], batch: dict | None = None) -> ObjectiveOutput:
         original, view = embeddings["original"], embeddings["view"]
-        if self.mode == "adversarial":
-            loss = -global_infonce(original, view, self.temperature)
+        if self.mode == "adversarial":  # the encoder's global term negated, over every rank's views alike
+            loss = -global_infonce(original, view, self.temperature, self._gather, self._local_offset(len(original)))
             return ObjectiveOutput(loss, {"loss_adversarial": loss.detach()})
         mask_probability = embeddings["mask_probability"]
         mmd = gaussian_mmd(max_pool_time(original), max_pool_time(view))

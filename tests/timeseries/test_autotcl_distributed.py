@@ -5,11 +5,13 @@ per rank by design, and the reference evaluates them per half of its batch (``au
 InfoNCE of each rank's first series, and the augmenter's loss, whose gradients the trainer averages over ranks by hand.
 """
 
+from functools import partial
+
 import pytest
 import torch
 
 from hf_contrastive import distributed
-from hf_contrastive.objectives.autotcl import AutoTCLEncoderLoss
+from hf_contrastive.objectives.autotcl import AutoTCLAugmenterLoss, AutoTCLEncoderLoss
 
 from ..objectives.distributed_objective import assert_two_processes_match_one
 from ..trainers.distributed_check import torchrun
@@ -45,6 +47,13 @@ def test_encoder_loss_over_two_ranks_matches_one_process(tmp_path, local_weight)
         return PerRankEncoderLoss(2, **options)
 
     batch = {"labels": torch.arange(2 * PER_DEVICE_BATCH)}
+    assert_two_processes_match_one(tmp_path, make_objective, series_embeddings(), batch)
+
+
+def test_adversarial_augmenter_loss_over_two_ranks_matches_one_process(tmp_path):
+    """The adversarial augmenter loss (-global InfoNCE) contrasts every rank's views, like the encoder loss it opposes."""
+    batch = {"labels": torch.arange(2 * PER_DEVICE_BATCH)}
+    make_objective = partial(AutoTCLAugmenterLoss, mode="adversarial")
     assert_two_processes_match_one(tmp_path, make_objective, series_embeddings(), batch)
 
 
