@@ -30,16 +30,16 @@ and ours agree on (same weights and algorithm: equal up to floating-point ties) 
 agree, which shows the two processes decode the same model.
 
 Measured on the shared 2-core CPU (``OMP_NUM_THREADS=2``, GPT-2 12-layer/768 random init, 128 new tokens, k = 5,
-alpha = 0.6, median of 3; the machine's load from other jobs moves the absolute numbers, not the interleaved
-ratios much)::
+alpha = 0.6, ``--repeats 5``; the machine's load from other jobs moves the absolute numbers, and single runs' ratios
+by a few hundredths)::
 
     | batch | greedy tok/s | ours tok/s | peer tok/s | ours/greedy | peer/greedy | ours/peer | agree |
-    | 1     | 34.83        | 20.42      | 16.45      | 0.59        | 0.47        | 1.24      | 1.000 |
-    | 8     | 119.52       | 73.36      | 42.83      | 0.61        | 0.36        | 1.71      | 1.000 |
+    | 1     | 36.73        | 24.14      | 18.00      | 0.66        | 0.49        | 1.34      | 1.000 |
+    | 8     | 130.52       | 89.07      | 52.40      | 0.68        | 0.40        | 1.70      | 1.000 |
 
 Both implementations pick the same 128 tokens. Each step runs k rows through every layer where greedy runs one,
-so on a CPU that is compute-bound at these sizes ours/greedy is capped near (greedy step) / (k-row step): one
-thread, batch 1, measured 30 ms vs 53 ms per step for the forward alone (0.57).
+so on a CPU that is compute-bound at these sizes ours/greedy is capped near (greedy step) / (k-row step): two
+threads, batch 1, measured 28.8 ms vs 39.7 ms per step for the forward and the LM head alone (0.73).
 """
 
 from __future__ import annotations

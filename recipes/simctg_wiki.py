@@ -20,13 +20,15 @@ What it does:
    alpha = 0.6), and reports rep-2/3/4, diversity, coherence (judge log-likelihood) and length
    (:mod:`hf_contrastive.evaluation.generation`), plus each model's held-out perplexity, isotropy and L_CL.
 
-Writes ``results.json`` and ``report.md`` to ``--output-dir`` and prints the tables.
+Writes ``results.json`` and ``report.md`` (the tables and how to read them) to ``--output-dir`` and prints the
+tables. Each compared model is saved under ``--output-dir/<model>`` with its model card (README.md: held-out
+perplexity, isotropy and the contrastive search proxies as evaluation results). ``--card model_cards/simctg-wiki.md``
+also writes the report as that card.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout thi
 
 from hf_contrastive.evaluation.generation import evaluate_continuations, isotropy  # noqa: E402
 from hf_contrastive.generation import contrastive_search  # noqa: E402
+from hf_contrastive.hub.card import CardEvalResult, write_run_report  # noqa: E402
 from hf_contrastive.trainers.simctg import SimCTGConfig, SimCTGTrainer  # noqa: E402
 
 DATA = "../shared/data/wiki-sentences/wiki1m_first11914.txt"
@@ -70,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--card", type=Path, help="Also write the report as this model card (full runs).")
     return parser.parse_args(argv)
 
 
@@ -105,8 +109,8 @@ def token_blocks(lines: list[str], tokenizer, block: int) -> list[list[int]]:
 # ----------------------------------------------------------------------------------------------- models
 def train_model(
     name: str, args, tokenizer, train_blocks, heldout_blocks, contrastive_weight: float, seed: int
-) -> tuple[GPT2LMHeadModel, dict]:
-    """Train one GPT-2 from scratch; returns it (eval mode) and its held-out metrics."""
+) -> tuple[SimCTGTrainer, dict]:
+    """Train one GPT-2 from scratch and save it; returns its trainer (model in eval mode) and held-out metrics."""
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=len(tokenizer),
@@ -147,7 +151,8 @@ def train_model(
     trainer.train()
     metrics = trainer.evaluate()
     trainer.save_model()
-    return model.eval(), metrics
+    model.eval()
+    return trainer, metrics
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -185,7 +190,7 @@ def compare(args) -> dict:
         name: train_model(name, args, tokenizer, train_blocks, heldout_blocks, weight, args.seed)
         for name, weight in (("mle", 0.0), ("simctg", 1.0))
     }
-    judge, _ = train_model("judge", args, tokenizer, train_blocks, heldout_blocks, 0.0, args.seed + 1)
+    judge = train_model("judge", args, tokenizer, train_blocks, heldout_blocks, 0.0, args.seed + 1)[0].model
 
     step = max(len(train_blocks) // args.prompts, 1)
     chosen = train_blocks[::step][: args.prompts]
@@ -193,7 +198,8 @@ def compare(args) -> dict:
     prefixes = tokenizer.batch_decode(prompts)
     heldin_texts = tokenizer.batch_decode(chosen)
     results: dict = {"settings": {k: str(v) for k, v in vars(args).items()}, "models": {}, "generations": {}}
-    for name, (model, metrics) in trained.items():
+    for name, (trainer, metrics) in trained.items():
+        model = trainer.model
         results["models"][name] = {
             "heldout_perplexity": metrics["eval_perplexity"],
             "contrastive_loss": metrics["eval_contrastive_loss"],
@@ -203,7 +209,43 @@ def compare(args) -> dict:
             continuations = tokenizer.batch_decode(continue_prompts(model, prompts, decoder, args))
             scores = evaluate_continuations(prefixes, continuations, scorer=judge, scorer_tokenizer=tokenizer)
             results["generations"][f"{name}/{decoder}"] = {**scores, "example": prefixes[0] + continuations[0]}
+        write_model_card(trainer, results, name, len(lines))
     return results
+
+
+def write_model_card(trainer: SimCTGTrainer, results: dict, name: str, lines: int) -> None:
+    """The saved model's README.md, with its held-out and contrastive-search numbers as evaluation results."""
+    model, contrastive = results["models"][name], results["generations"][f"{name}/contrastive"]
+    dataset = f"wiki-sentences ({lines:,} lines, local)"
+    numbers = [
+        ("held-out", "perplexity", "Perplexity", model["heldout_perplexity"]),
+        ("held-out", "isotropy", "Isotropy (1 - mean token cosine)", model["isotropy"]),
+        ("held-in prefixes", "diversity", "Diversity, contrastive search (k 5, alpha 0.6)", contrastive["diversity"]),
+        ("held-in prefixes", "rep-2", "rep-2, contrastive search", contrastive["rep-2"]),
+        (
+            "held-in prefixes",
+            "coherence",
+            "Coherence (judge log-likelihood), contrastive search",
+            contrastive["coherence"],
+        ),
+    ]
+    trainer.create_model_card(
+        model_name=f"{name}-gpt2-wiki",
+        dataset_name=dataset,
+        eval_results=[
+            CardEvalResult(
+                dataset,
+                "wiki-sentences",
+                metric,
+                float(value),
+                dataset_split=split,
+                metric_name=label,
+                task_type="text-generation",
+                task_name="Text Generation",
+            )
+            for split, metric, label, value in numbers
+        ],
+    )
 
 
 def report(results: dict) -> str:
@@ -230,13 +272,42 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def card_text(results: dict, table: str, argv: list[str]) -> str:
+    """The recipe's card: command, setting, the two tables and how to read them."""
+    settings = results["settings"]
+    command = " ".join(["python recipes/simctg_wiki.py", *argv])
+    return f"""# SimCTG vs MLE on Wikipedia sentences: greedy, nucleus and contrastive search
+
+Command (CPU): `{command}`
+
+Setting: three GPT-2 models of {settings["layers"]} layers / {settings["hidden"]} hidden / {settings["heads"]} heads, \
+trained from scratch for {settings["steps"]} steps (batch {settings["batch_size"]}, lr {settings["learning_rate"]}, \
+seed {settings["seed"]}) on `../shared/data/wiki-sentences` cut into {settings["block"]}-token blocks of a \
+{settings["vocab_size"]}-token byte-level BPE, the last {settings["heldout"]} of the blocks held out: `mle` (cross-entropy \
+only), `simctg` (cross-entropy + token contrastive loss, margin {settings["margin"]}) and a `judge` (MLE, seed + 1) \
+that scores coherence only. {settings["prompts"]} held-in prefixes of {settings["prefix_tokens"]} tokens are continued \
+by {settings["new_tokens"]} tokens with greedy search, nucleus sampling (p {settings["top_p"]}) and contrastive search \
+(k {settings["top_k"]}, alpha {settings["alpha"]}).
+
+{table}
+
+How to read it: rep-n is the percentage of repeated n-grams in a continuation (lower is better), diversity is \
+100 (1 - rep-2)(1 - rep-3)(1 - rep-4) with rep-n as fractions (higher is better), coherence is the judge's mean log-likelihood of the \
+continuation given the prefix (higher is better, but it rewards repetition: greedy scores best), isotropy is \
+1 - the mean cosine between token representations (higher is more isotropic). A model this small, trained on \
+11,914 sentences on a CPU, is far from the paper's GPT-2 on WikiText-103: the table shows the direction of the \
+effects (SimCTG's more isotropic representations and contrastive search's lower repetition than greedy), not the \
+paper's numbers. The saved models' own cards are in `{settings["output_dir"]}/<model>/README.md`.
+"""
+
+
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     results = compare(args)
     table = report(results)
-    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (args.output_dir / "report.md").write_text(table + "\n")
+    write_run_report(args.output_dir, results, card_text(results, table, argv), args.card)
     print(table)
     return results
 

@@ -24,7 +24,8 @@ def load_recipe():
 
 def test_recipe_trains_both_models_and_tabulates_every_decoder(tmp_path, capsys):
     recipe = load_recipe()
-    results = recipe.main([*TINY, "--output-dir", str(tmp_path)])
+    card = tmp_path / "cards" / "simctg-wiki.md"
+    results = recipe.main([*TINY, "--output-dir", str(tmp_path), "--card", str(card)])
     printed = capsys.readouterr().out
 
     assert set(results["models"]) == {"mle", "simctg"}
@@ -34,10 +35,15 @@ def test_recipe_trains_both_models_and_tabulates_every_decoder(tmp_path, capsys)
     for values in results["generations"].values():
         assert all(math.isfinite(values[key]) for key in ("rep-2", "diversity", "coherence"))
         assert values["coherence"] < 0 and values["example"]
-    table = (tmp_path / "report.md").read_text()
-    assert table.strip() in printed and table.count("| contrastive |") == 2
+    report = (tmp_path / "report.md").read_text()
+    table = recipe.report(results)
+    assert table.count("| contrastive |") == 2 and table in printed and table in report and "How to read it" in report
+    assert card.read_text() == report and "--max-lines 200" in report  # the card names the command that made it
     assert json.loads((tmp_path / "results.json").read_text())["models"] == results["models"]
     assert (tmp_path / "simctg" / "model.safetensors").exists()  # each trained model is saved
+    model_card = (tmp_path / "simctg" / "README.md").read_text()  # with its numbers as evaluation results
+    perplexity = results["models"]["simctg"]["heldout_perplexity"]
+    assert "pipeline_tag: text-generation" in model_card and f"{perplexity:.4f}" in model_card
 
 
 def test_blocks_keep_article_order_and_tokenizer_round_trips(tmp_path):
