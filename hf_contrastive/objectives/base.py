@@ -86,6 +86,37 @@ class ContrastiveObjective(nn.Module):
             )
 
 
+class ResumableRandomState:
+    """Mixin: name an objective's private random state in ``random_state`` and checkpoints carry it (exact resume).
+
+    Objectives that must draw the same numbers on every rank cannot use the global RNG (which the Trainer
+    checkpoints itself); they keep a private ``torch.Generator`` or a call counter that seeds one. This mixin puts
+    those attributes into ``state_dict()`` as the module's extra state, so the trainers' ``objective.pt`` restores
+    them and a run resumed from a checkpoint draws exactly what the uninterrupted run would have drawn. Attributes
+    are ints (counters) or ``torch.Generator`` objects. Mix in before ``nn.Module``:
+    ``class X(ResumableRandomState, ContrastiveObjective)``.
+    """
+
+    random_state: tuple[str, ...] = ()
+
+    def get_extra_state(self) -> dict:
+        """``{attribute: int, or the generator's state ByteTensor}`` for every name in ``random_state``."""
+        return {name: _random_state_of(getattr(self, name)) for name in self.random_state}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Restore what ``get_extra_state`` returned (a generator state may have been loaded onto an accelerator)."""
+        for name in self.random_state:
+            current = getattr(self, name)
+            if isinstance(current, torch.Generator):
+                current.set_state(state[name].cpu())
+            else:
+                setattr(self, name, int(state[name]))
+
+
+def _random_state_of(value: int | torch.Generator) -> int | torch.Tensor:
+    return value.get_state() if isinstance(value, torch.Generator) else int(value)
+
+
 class ScaledSimilarity:
     """Mixin for objectives that score ``similarity(a, b) / tau`` with a fixed or learned temperature.
 

@@ -62,7 +62,8 @@ embeddings (the model's or the teacher's) for all ``N`` anchors on every rank, t
 right-padded to the longest rank's ``L`` before the gather (padding is ignored through the attention mask).
 ``mode="sample"`` draws from a private generator seeded with ``sampling_seed`` and the call count, noise over the
 global ``[N, M]`` matrix: the same draws on every rank and in cached and uncached steps (the global RNG, hence
-dropout, is untouched).
+dropout, is untouched). The call count is saved with the objective's state: a resumed run draws what the
+uninterrupted run would have drawn.
 
 Shapes: anchor / positive / negative_k ``[B, D]``; pair matrices ``[N, M]`` with ``N = W * B``,
 ``M = N * (1 + k)``; token ids ``[N + M, L]``. Memory: ``O(N * M)`` for the pair features plus ``O((N + M) * V)``
@@ -79,7 +80,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from .base import ContrastiveObjective, ObjectiveOutput, split_columns
+from .base import ContrastiveObjective, ObjectiveOutput, ResumableRandomState, split_columns
 from .info_nce import false_negative_mask, negative_columns
 
 DEBCSE_CITATION = """@inproceedings{miao2023debcse,
@@ -236,7 +237,7 @@ def debcse_loss(
     return negative_term - positive_term
 
 
-class DebCSE(ContrastiveObjective):
+class DebCSE(ResumableRandomState, ContrastiveObjective):
     """DebCSE: InfoNCE whose positives and hard negatives are chosen by inverse-propensity weights (in-batch).
 
     Example: ``ContrastiveConfig(objective="debcse", objective_options={"num_neighbors": 20})`` on a ``text``
@@ -275,6 +276,7 @@ class DebCSE(ContrastiveObjective):
     citation = DEBCSE_CITATION
     required_columns = ("anchor", "positive")
     optional_column_prefix = "negative"
+    random_state = ("calls",)
 
     def __init__(
         self,

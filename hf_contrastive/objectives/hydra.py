@@ -34,7 +34,8 @@ Objective (``s = 1 / temperature``, or learned: ``learnable_temperature``):
 Pair modes: ``"arbitrary"`` (``p = y[randperm]``, may equal ``y``), ``"identical"`` (``p = y``: a SupCon variant),
 ``"distinct"`` (``p = (y + U{1..C-1}) mod C``). Partners are drawn for the *gathered* batch from the objective's
 own generator (``seed``), identical on every rank, and each rank takes its slice: 2 processes x B sample exactly what
-1 process x 2B samples. The generator state is not checkpointed (a resumed run draws other pairs).
+1 process x 2B samples. The generator state is saved with the objective's state, so a resumed run draws the pairs
+the uninterrupted run would have drawn.
 
 Where the gate lives: in the objective. Its inputs are the labels and the sampled partners, which only the objective
 sees; its parameters are training state (trained with the objective's parameters, averaged across ranks, saved in
@@ -57,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed
-from .base import ContrastiveObjective, ObjectiveOutput, ScaledSimilarity
+from .base import ContrastiveObjective, ObjectiveOutput, ResumableRandomState, ScaledSimilarity
 
 HYDRA_CITATION = """@article{wu2024hydra,
   title = {Rethinking Positive Pairs in Contrastive Learning},
@@ -159,7 +160,7 @@ def multi_positive_loss_sum(
     return (per_pair * positives).sum(), positives.sum()
 
 
-class HydraLoss(ScaledSimilarity, ContrastiveObjective):
+class HydraLoss(ResumableRandomState, ScaledSimilarity, ContrastiveObjective):
     """Hydra / SimLAP: class-pair positives in a pair-gated subspace; labels required (see the module docstring).
 
     Args:
@@ -183,6 +184,7 @@ class HydraLoss(ScaledSimilarity, ContrastiveObjective):
     name = "hydra"
     paper = "2410.18200"
     citation = HYDRA_CITATION
+    random_state = ("generator",)
 
     def __init__(
         self,

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from .. import distributed
 from ..evaluation.ranking_metrics import UTILITIES, utility
-from .base import ContrastiveObjective, ObjectiveOutput, ScaledSimilarity
+from .base import ContrastiveObjective, ObjectiveOutput, ResumableRandomState, ScaledSimilarity
 
 PG_RANK_CITATION = """@inproceedings{gao2023pgrank,
   title = {Policy-Gradient Training of Language Models for Ranking},
@@ -172,7 +172,7 @@ def leave_one_out_advantages(utilities: torch.Tensor) -> torch.Tensor:
     return utilities - others
 
 
-class PlackettLuceObjective(ScaledSimilarity, ContrastiveObjective):
+class PlackettLuceObjective(ResumableRandomState, ScaledSimilarity, ContrastiveObjective):
     """Neural PG-Rank (arXiv:2310.04407): REINFORCE with a leave-one-out baseline on a Plackett-Luce policy.
 
     Args:
@@ -189,8 +189,8 @@ class PlackettLuceObjective(ScaledSimilarity, ContrastiveObjective):
     Batch (see :class:`hf_contrastive.data.ranking.RankingCollator`): ``candidate_index`` [B, n] (row of
     ``documents``), ``candidate_mask`` [B, n] bool, ``relevance`` [B, n] float grades, ``judged_relevance`` [B, M]
     (every judged grade of the query, for IDCG), optional ``noise_step`` (int; the trainer passes its step; default
-    a count of this objective's calls) and ``query_index`` [B] (default: the rank's offset + position, i.e. the
-    query's position in the global batch).
+    a count of this objective's calls, saved in its state dict) and ``query_index`` [B] (default: the rank's offset
+    + position, i.e. the query's position in the global batch).
 
     Logs: ``utility`` (mean over the sampled rankings), ``utility_deterministic`` (ranking by score),
     ``advantage_std``, ``skipped_no_relevant`` (queries of the batch without a relevant candidate).
@@ -200,6 +200,7 @@ class PlackettLuceObjective(ScaledSimilarity, ContrastiveObjective):
     paper = "2310.04407"
     citation = PG_RANK_CITATION
     required_columns = ("query", "documents")
+    random_state = ("calls",)
 
     def __init__(
         self,

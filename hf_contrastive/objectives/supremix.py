@@ -37,7 +37,8 @@ Real positives need exact label equality: with continuous targets only the ancho
 
 Exact under DDP: the Mix-neg ``lam`` are drawn for the whole global ``[2N, 2N]`` grid from a private NumPy
 generator seeded with ``sampling_seed`` and the call count (the global RNG is untouched), the same on every rank, in
-cached and uncached steps; each rank keeps its anchors' rows. Runs under the gradient cache.
+cached and uncached steps; each rank keeps its anchors' rows. The call count is saved with the objective's state
+(a resumed run draws the uninterrupted run's ``lam``). Runs under the gradient cache.
 
 Shapes: views ``[B, D]``, ``batch["labels"]`` ``[B]``; logits ``[2B, 2N]`` (real and Mix-neg) and
 ``[2B, (2N)^2]`` (Mix-pos).
@@ -50,6 +51,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .base import ResumableRandomState
 from .supcon_regression import CandidateGroup, RegressionViews, SupConRegressionLoss
 
 SUPREMIX_CITATION = """@article{wu2023supremix,
@@ -60,7 +62,7 @@ SUPREMIX_CITATION = """@article{wu2023supremix,
 }"""
 
 
-class SupReMixLoss(SupConRegressionLoss):
+class SupReMixLoss(ResumableRandomState, SupConRegressionLoss):
     """SupReMix: SupCon regression plus Mix-neg hard negatives and Mix-pos hard positives at embedding level.
 
     Args:
@@ -81,6 +83,7 @@ class SupReMixLoss(SupConRegressionLoss):
     name = "supremix"
     paper = "2309.16633"
     citation = SUPREMIX_CITATION
+    random_state = ("calls",)
 
     def __init__(
         self,

@@ -28,7 +28,8 @@ With M = 2 both modes use the unshuffled matrix ``s * r_a r_b^T`` and the loss i
 Distributed (``gather_across_devices``): local anchors [B, D] against the candidates of the *global* batch (every
 column gathered with gradient, N = W * B), labels ``rank * B + arange(B)``. The ``"n"`` permutations are drawn over
 the global batch from a generator seeded with ``seed + call count``, so every rank builds the same candidates and
-2 processes x B equals 1 process x 2B exactly (tested), cached or not.
+2 processes x B equals 1 process x 2B exactly (tested), cached or not. The call count is saved with the objective's
+state, so a resumed run draws the permutations of the uninterrupted run.
 
 Columns: ``columns`` (default ``("a", "b", "c")``), one embedding [B, D] per modality, all the same D.
 
@@ -49,7 +50,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import ContrastiveObjective, ObjectiveOutput, ScaledSimilarity
+from .base import ContrastiveObjective, ObjectiveOutput, ResumableRandomState, ScaledSimilarity
 from .clip import clip_loss
 
 SYMILE_CITATION = """@inproceedings{saporta2024symile,
@@ -118,7 +119,7 @@ def symile_logits(
     return logits.scatter(1, labels[:, None], positives[:, None])
 
 
-class SymileLoss(ScaledSimilarity, ContrastiveObjective):
+class SymileLoss(ResumableRandomState, ScaledSimilarity, ContrastiveObjective):
     """Symile over any M >= 2 modality columns: MIP scores, each modality the anchor in turn, mean over anchors.
 
     Args:
@@ -137,6 +138,7 @@ class SymileLoss(ScaledSimilarity, ContrastiveObjective):
     name = "symile"
     paper = "2411.01053"
     citation = SYMILE_CITATION
+    random_state = ("calls",)
 
     def __init__(
         self,

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ContrastiveObjective, ObjectiveOutput
+from .base import ContrastiveObjective, ObjectiveOutput, ResumableRandomState
 from .info_nce import false_negative_mask
 
 WHITENEDCSE_CITATION = """@inproceedings{zhuo2023whitenedcse,
@@ -162,7 +162,7 @@ def multi_positive_info_nce(
     return loss, hits / len(positive_views)
 
 
-class WhitenedCSE(ContrastiveObjective):
+class WhitenedCSE(ResumableRandomState, ContrastiveObjective):
     """WhitenedCSE loss: InfoNCE of the anchor view against every positive view through a shuffled-whitening head.
 
     Columns: ``anchor``, ``positive`` and optionally ``positive_2 .. positive_{P-1}`` (``text`` data with
@@ -186,6 +186,7 @@ class WhitenedCSE(ContrastiveObjective):
     citation = WHITENEDCSE_CITATION
     required_columns = ("anchor", "positive")
     optional_column_prefix = "positive_"
+    random_state = ("steps",)
 
     def __init__(
         self,
@@ -282,13 +283,6 @@ class WhitenedCSE(ContrastiveObjective):
         return [
             false_negative_mask(by_role["anchor"], by_role[name], gather(by_role[name]), labels) for name in views[1:]
         ]
-
-    def get_extra_state(self) -> dict:
-        """The step counter, so a resumed run draws the permutations the uninterrupted run would."""
-        return {"steps": self.steps}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.steps = int(state["steps"])
 
     def get_config_dict(self) -> dict:
         return {

@@ -177,7 +177,7 @@ class ObjectiveParameters:
     The objective sits outside the model (and outside DDP), so this mixin gives its parameters an optimizer group
     without weight decay, averages their gradients over ranks after each training step (plain, or the trainer's
     ``_cached_training_step`` when it has a ``gradient_cache``), clears them after every optimizer step and saves /
-    restores them with checkpoints.
+    restores the objective's whole ``state_dict`` (parameters, buffers, random state) with checkpoints.
     """
 
     objective: torch.nn.Module
@@ -213,7 +213,8 @@ class ObjectiveParameters:
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self.args.should_save and self.objective.state_dict():  # parameters or buffers (running statistics)
+        # Parameters, buffers (running statistics) or extra state (the random state of ResumableRandomState).
+        if self.args.should_save and self.objective.state_dict():
             folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
             torch.save(self.objective.state_dict(), os.path.join(folder, OBJECTIVE_STATE_FILE))
 
