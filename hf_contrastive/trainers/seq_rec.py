@@ -95,7 +95,13 @@ class SeqRecConfig(TrainingArguments):
 
 class SeqRecCollator:
     """Rows -> ``item_seq`` [B, L] (last ``max_seq_len`` items, right-padded 0), ``item_seq_len`` [B], ``labels`` [B]
-    and, with an ``augmentation``, two views ``aug_seq_1/2`` [B, L'] and ``aug_len_1/2`` [B] (seeded generator)."""
+    and, with an ``augmentation``, two views ``aug_seq_1/2`` [B, L'] and ``aug_len_1/2`` [B] (seeded generator).
+
+    In the main process the views come from a generator seeded with ``seed``. A DataLoader worker holds a copy of
+    that generator, so every worker would repeat the others' draws (and, with workers re-created each epoch, its own
+    of the epoch before); a worker therefore draws from a generator seeded by the worker's own seed (which the
+    DataLoader derives per worker and per epoch from the seeded global RNG) and ``seed`` (which differs per rank).
+    """
 
     def __init__(
         self,
@@ -107,7 +113,9 @@ class SeqRecCollator:
     ) -> None:
         self.max_seq_len = max_seq_len
         self.augmentation = augmentation
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self._worker_generator: tuple[int, torch.Generator] | None = None  # (worker seed, its generator)
         self.item_seq_column = item_seq_column
         self.target_column = target_column
 
@@ -120,10 +128,21 @@ class SeqRecCollator:
             "labels": torch.tensor([row[self.target_column] for row in rows], dtype=torch.long),
         }
         if self.augmentation is not None:
-            first, second = zip(*(self.augmentation.augment_pair(history, self.generator) for history in histories))
+            generator = self._views_generator()
+            first, second = zip(*(self.augmentation.augment_pair(history, generator) for history in histories))
             batch["aug_seq_1"], batch["aug_len_1"] = pad_sequences(first, self.max_seq_len)
             batch["aug_seq_2"], batch["aug_len_2"] = pad_sequences(second, self.max_seq_len)
         return batch
+
+    def _views_generator(self) -> torch.Generator:
+        """``self.generator`` in the main process; in a DataLoader worker, one seeded by (worker seed, ``seed``)."""
+        worker = torch.utils.data.get_worker_info()
+        if worker is None:
+            return self.generator
+        if self._worker_generator is None or self._worker_generator[0] != worker.seed:
+            seed = (worker.seed * 1_000_003 + self.seed) % 2**63
+            self._worker_generator = (worker.seed, torch.Generator().manual_seed(seed))
+        return self._worker_generator[1]
 
 
 def check_sequence_dataset(dataset, num_items: int, item_seq_column: str, target_column: str, split: str) -> None:

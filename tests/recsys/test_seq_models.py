@@ -101,6 +101,22 @@ def test_collator_keeps_the_last_items_right_pads_and_adds_two_views():
     assert "aug_seq_1" not in SeqRecCollator(max_seq_len=4)([{"item_seq": [1], "target": 2}])
 
 
+def test_dataloader_workers_draw_their_own_views_reproducibly():
+    """Two workers collating identical rows must not repeat each other's draws (a copied generator would)."""
+
+    def views(seed: int) -> list[list[list[int]]]:
+        torch.manual_seed(seed)  # the DataLoader derives its workers' seeds from the global RNG
+        rows = [{"item_seq": list(range(1, 9)), "target": 9}] * 8
+        collator = SeqRecCollator(max_seq_len=8, augmentation=SequenceAugmentation(), seed=1)
+        loader = torch.utils.data.DataLoader(rows, batch_size=4, num_workers=2, collate_fn=collator)
+        return [batch["aug_seq_1"].tolist() for batch in loader]  # batch 0 from worker 0, batch 1 from worker 1
+
+    first_worker, second_worker = views(0)
+    assert first_worker != second_worker
+    assert views(0) == [first_worker, second_worker]  # reproducible from the seeded global RNG
+    assert views(1) != [first_worker, second_worker]
+
+
 # ----------------------------------------------------------------------------------------------- encoder
 def test_a_later_item_does_not_change_earlier_hidden_states():
     torch.manual_seed(0)
