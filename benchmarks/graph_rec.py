@@ -1,15 +1,19 @@
-"""Time one training epoch of LightGCN / XSimGCL (GraphRecTrainer) against a plain PyTorch reference, in one run.
+"""Time one training epoch of LightGCN / XSimGCL / DCCF (GraphRecTrainer) against a plain PyTorch reference.
 
-    python benchmarks/graph_rec.py                                         # ml-100k, CPU, both models
+    python benchmarks/graph_rec.py                                         # ml-100k, CPU, LightGCN and XSimGCL
+    python benchmarks/graph_rec.py --models dccf                           # DCCF against HKUDS/DCCF's structure
     python benchmarks/graph_rec.py --dataset amazon-beauty --device cuda   # the GPU check
     python benchmarks/graph_rec.py --dataset synthetic --max-steps 2 --json out.jsonl   # smoke
 
 Both contenders train the same model from the same initial embeddings on the same epoch of (user, positive,
-negative) triples (``TripleSampler``, seeded; drawn before the timer), with Adam at lr 1e-3 and batch 2048:
+negative) triples (``TripleSampler``, seeded; drawn before the timer; DCCF: its uniform-user sampling), with Adam
+at lr 1e-3 and batch 2048:
 
 - ``reference``: SELFRec-style plain PyTorch (``model/graph/XSimGCL.py``, ``LightGCN.py``): a scipy-built
   ``D^-1/2 A D^-1/2`` as a ``torch.sparse_coo_tensor``, a Python loop of ``torch.sparse.mm`` per layer, the loss
-  written inline (BPR, the L2 term, for XSimGCL the noise and the cross-layer InfoNCE over unique batch nodes);
+  written inline (BPR, the L2 term, for XSimGCL the noise and the cross-layer InfoNCE over unique batch nodes).
+  DCCF: HKUDS/DCCF ``model.py`` in plain PyTorch (``torch_sparse.spmm`` as COO ``torch.sparse.mm`` with per-edge
+  values; the masks' cosines from ``index_select``-gathered edge rows; BPR, L_emb, L_cen and the 6L InfoNCE terms);
 - ``ours``: ``GraphRecTrainer.training_step`` (one propagation, the registered objective, the Trainer's backward)
   + ``optimizer.step()`` + ``zero_grad``.
 
@@ -43,15 +47,18 @@ from hf_contrastive.data.recsys import (
     load_movielens_100k,
     load_selfrec_interactions,
 )
-from hf_contrastive.models.graph_rec import LightGCN, XSimGCL
+from hf_contrastive.models.graph_rec import DCCF, LightGCN, XSimGCL
 from hf_contrastive.objectives.bpr import BPRLoss
+from hf_contrastive.objectives.dccf import DCCFLoss
 from hf_contrastive.objectives.xsimgcl import XSimGCLLoss
 from hf_contrastive.trainers.graph_rec import GraphRecConfig, GraphRecTrainer
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "../shared/data"
-MODELS = {"lightgcn": LightGCN, "xsimgcl": XSimGCL}
+MODELS = {"lightgcn": LightGCN, "xsimgcl": XSimGCL, "dccf": DCCF}
 XSIMGCL = {"eps": 0.2, "cl_layer": 1, "temperature": 0.15, "cl_weight": 0.2, "reg_weight": 1e-4}
+DCCF_LOSS = {"temperature": 1.0, "emb_reg": 2.5e-5, "cen_reg": 5e-3, "ssl_reg": 0.1}  # HKUDS/DCCF parser.py
+DCCF_INTENTS = 128
 
 
 def load_module(path: Path, name: str) -> ModuleType:
@@ -150,14 +157,85 @@ def info_nce(view_1: torch.Tensor, view_2: torch.Tensor, nodes: torch.Tensor) ->
     return -torch.diag(F.log_softmax(logits, dim=1)).mean()
 
 
+class ReferenceDCCF(torch.nn.Module):
+    """HKUDS/DCCF ``model.py`` (``inference``, ``_adaptive_mask``) in plain PyTorch, from our model's initial state."""
+
+    def __init__(self, data: InteractionData, initial: DCCF, n_layers: int) -> None:
+        super().__init__()
+        self.num_users, self.num_items, self.n_layers = data.num_users, data.num_items, n_layers
+        self.embeddings = torch.nn.Parameter(initial.ego_embeddings().detach().clone())
+        self.user_intent = torch.nn.Parameter(initial.user_intents.detach().clone())
+        self.item_intent = torch.nn.Parameter(initial.item_intents.detach().clone())
+        users, items = data.train[:, 0], data.train[:, 1] + data.num_users
+        edges = torch.stack([torch.cat([users, items]), torch.cat([items, users])])  # all_h_list, all_t_list
+        self.register_buffer("edges", edges, persistent=False)
+        self.register_buffer("adjacency", reference_adjacency(data), persistent=False)
+
+    def spmm(self, values: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """``torch_sparse.spmm(edges, values, n, n, E)``: the per-edge-valued sparse matrix times E [n, d]."""
+        n = embeddings.shape[0]
+        matrix = torch.sparse_coo_tensor(self.edges, values, (n, n), check_invariants=False)
+        return torch.sparse.mm(matrix, embeddings)
+
+    def adaptive_mask(self, source: torch.Tensor) -> torch.Tensor:
+        """Row-normalised ``(cos(src_h, src_t) + 1) / 2`` [m] from the gathered head and tail rows."""
+        head, tail = self.edges
+        heads, tails = F.normalize(source.index_select(0, head)), F.normalize(source.index_select(0, tail))
+        alpha = ((heads * tails).sum(dim=1) + 1) / 2
+        row_sum = torch.zeros(source.shape[0], dtype=alpha.dtype, device=alpha.device).index_add(0, head, alpha)
+        return row_sum.pow(-1).nan_to_num(0, 0, 0)[head] * alpha
+
+    def forward(self, perturbed: bool = False) -> tuple[torch.Tensor, list[tuple[torch.Tensor, ...]]]:
+        """Final ``E*`` [n, d] (sum of layers) and the per-layer views (Z, R, Hβ, Hγ); no noise (``perturbed``)."""
+        layers, views = [self.embeddings], []
+        for _ in range(self.n_layers):
+            ego = layers[-1]
+            graph = torch.sparse.mm(self.adjacency, ego)
+            users, items = ego.split([self.num_users, self.num_items])
+            intent = torch.cat(
+                [
+                    torch.softmax(users @ self.user_intent, dim=1) @ self.user_intent.T,
+                    torch.softmax(items @ self.item_intent, dim=1) @ self.item_intent.T,
+                ]
+            )
+            graph_masked = self.spmm(self.adaptive_mask(graph), ego)
+            intent_masked = self.spmm(self.adaptive_mask(intent), ego)
+            views.append((graph, intent, graph_masked, intent_masked))
+            layers.append(graph + intent + graph_masked + intent_masked + ego)
+        return torch.stack(layers).sum(dim=0), views
+
+
+def reference_dccf_loss(model: ReferenceDCCF, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """HKUDS/DCCF ``forward`` + ``cal_ssl_loss``: BPR, L_emb (batch sum), L_cen and the per-layer InfoNCE terms."""
+    final, views = model()
+    u, pos, neg = batch["user_id"], batch["item_id"] + model.num_users, batch["neg_item_id"] + model.num_users
+    margin = (final[u] * final[pos]).sum(1) - (final[u] * final[neg]).sum(1)
+    bpr = F.softplus(-margin).mean()
+    emb = DCCF_LOSS["emb_reg"] * sum(model.embeddings[rows].pow(2).sum() for rows in (u, pos, neg))
+    cen = DCCF_LOSS["cen_reg"] * (model.user_intent.pow(2).sum() + model.item_intent.pow(2).sum())
+    cl = 0.0
+    for nodes in (torch.unique(u), torch.unique(pos)):
+        for graph, *others in views:
+            anchors = F.normalize(graph[nodes], dim=1)
+            for view in others:
+                scores = torch.exp(anchors @ F.normalize(view[nodes], dim=1).T / DCCF_LOSS["temperature"])
+                cl = cl + torch.sum(-torch.log(scores.diagonal() / (scores.sum(1) + 1e-8) + 1e-8)) / len(nodes)
+    return bpr + emb + cen + DCCF_LOSS["ssl_reg"] * cl
+
+
 # ---------------------------------------------------------------------------------------------------- runners
 def shared_setup(args, kind: str, data: InteractionData, device: torch.device):
     """Our model (seeded init), its initial embeddings and one epoch of triples on the device."""
     torch.manual_seed(0)
-    options = {"eps": XSIMGCL["eps"], "cl_layer": XSIMGCL["cl_layer"]} if kind == "xsimgcl" else {}
+    options = {
+        "lightgcn": {},
+        "xsimgcl": {"eps": XSIMGCL["eps"], "cl_layer": XSIMGCL["cl_layer"]},
+        "dccf": {"n_intents": DCCF_INTENTS},
+    }[kind]
     model = MODELS[kind].from_data(data, embed_size=args.embed_size, n_layers=args.n_layers, **options)
     initial = model.ego_embeddings().detach().clone()
-    triples = TripleSampler.from_data(data).sample(torch.Generator().manual_seed(0))
+    sampling = {"mode": "user", "num_triples": len(data.train)} if kind == "dccf" else {}
+    triples = TripleSampler.from_data(data, **sampling).sample(torch.Generator().manual_seed(0))
     batches = [
         {key: value[start : start + args.batch_size].to(device) for key, value in triples.items()}
         for start in range(0, len(triples["user_id"]), args.batch_size)
@@ -169,12 +247,15 @@ Runner = tuple[Callable[[dict], None], np.ndarray, list[dict[str, torch.Tensor]]
 
 
 def reference_runner(args, kind, data, device) -> Runner:
-    _, initial, batches = shared_setup(args, kind, data, device)
-    model = ReferenceGraphModel(data, initial, kind, args.n_layers).to(device)
+    ours, initial, batches = shared_setup(args, kind, data, device)
+    if kind == "dccf":
+        model, loss = ReferenceDCCF(data, ours, args.n_layers).to(device), reference_dccf_loss
+    else:
+        model, loss = ReferenceGraphModel(data, initial, kind, args.n_layers).to(device), reference_loss
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
-        reference_loss(model, batch).backward()
+        loss(model, batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -192,8 +273,11 @@ def ours_runner(args, kind, data, device) -> Runner:
         report_to="none",
         max_steps=1,
     )
-    xsimgcl_options = {key: XSIMGCL[key] for key in ("cl_weight", "temperature", "reg_weight")}
-    objective = XSimGCLLoss(**xsimgcl_options) if kind == "xsimgcl" else BPRLoss(reg_weight=1e-4)
+    objective = {
+        "lightgcn": lambda: BPRLoss(reg_weight=1e-4),
+        "xsimgcl": lambda: XSimGCLLoss(**{key: XSIMGCL[key] for key in ("cl_weight", "temperature", "reg_weight")}),
+        "dccf": lambda: DCCFLoss(**DCCF_LOSS),
+    }[kind]()
     trainer = GraphRecTrainer(model, config, objective=objective)
     trainer.create_optimizer()
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this step bypasses
