@@ -32,6 +32,7 @@ require. Shapes: U users, I items, n = U + I nodes, d = ``embed_size``, L = ``n_
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -106,7 +107,9 @@ def edge_csr(edges: torch.Tensor, values: torch.Tensor, num_nodes: int) -> torch
     """
     head, tail = edges
     row_pointers = torch.searchsorted(head, torch.arange(num_nodes + 1, device=head.device))
-    return torch.sparse_csr_tensor(row_pointers, tail, values, (num_nodes, num_nodes), check_invariants=False)
+    with warnings.catch_warnings():  # PyTorch's "sparse CSR support is in beta": these few ops are tested here
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        return torch.sparse_csr_tensor(row_pointers, tail, values, (num_nodes, num_nodes), check_invariants=False)
 
 
 def sampled_edge_dot(edges: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
