@@ -18,6 +18,8 @@ from hf_contrastive.objectives.dccf import DCCFLoss
 from hf_contrastive.objectives.xsimgcl import XSimGCLLoss
 from hf_contrastive.trainers.graph_rec import GraphRecConfig, GraphRecTrainer
 
+from ..trainers.distributed_check import worker_training_args
+
 # name -> (model class, model options, objective); XSimGCL keeps its noise (every rank seeds torch alike).
 SCENARIOS = {
     "lightgcn": (LightGCN, {}, lambda: BPRLoss(reg_weight=1e-2)),
@@ -43,24 +45,10 @@ class CaptureGradients(TrainerCallback):
 
 def run(per_device_batch: int, output_dir: str) -> dict:
     data, results = tiny_interactions(), {}
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     for name, (model_class, options, make_objective) in SCENARIOS.items():
         set_seed(0)
         model = model_class.from_data(data, embed_size=8, n_layers=2, **options)
-        args = GraphRecConfig(
-            output_dir=os.path.join(output_dir, name),
-            per_device_train_batch_size=per_device_batch,
-            max_steps=3,
-            learning_rate=0.1,
-            optim="sgd",
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            seed=0,
-            disable_tqdm=True,
-            ddp_backend="gloo" if distributed else None,
-        )
+        args = worker_training_args(GraphRecConfig, os.path.join(output_dir, name), per_device_batch)
         trainer = GraphRecTrainer(model, args, objective=make_objective())
         capture = CaptureGradients(model)
         trainer.add_callback(capture)

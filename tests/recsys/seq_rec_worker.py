@@ -17,6 +17,7 @@ from hf_contrastive.models.seq_rec import SequenceAugmentation
 from hf_contrastive.objectives.seq_rec import CL4SRecLoss, MCLRecLoss
 from hf_contrastive.trainers.seq_rec import MCLRecTrainer, SeqRecConfig, SeqRecTrainer
 
+from ..trainers.distributed_check import worker_training_args
 from .test_mclrec_trainer import rows, tiny_model
 
 # name -> (trainer class, model with augmenters, objective).
@@ -60,24 +61,10 @@ class CaptureUpdateGradients(TrainerCallback):
 
 def run(per_device_batch: int, output_dir: str) -> dict:
     results = {}
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     for name, (trainer_class, augmenters, make_objective) in SCENARIOS.items():
         # No dropout: each rank draws its own dropout masks, which no seeding can make equal to the single process's.
         model = tiny_model(augmenters=augmenters, dropout=0.0)
-        args = SeqRecConfig(
-            output_dir=os.path.join(output_dir, name),
-            per_device_train_batch_size=per_device_batch,
-            max_steps=3,
-            learning_rate=0.1,
-            optim="sgd",
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            seed=0,
-            disable_tqdm=True,
-            ddp_backend="gloo" if distributed else None,
-        )
+        args = worker_training_args(SeqRecConfig, os.path.join(output_dir, name), per_device_batch)
         args.augmentation = HistorySeededAugmentation()  # read by the trainer's default collator
         trainer = trainer_class(model, args, train_dataset=rows(), objective=make_objective())
         capture = CaptureUpdateGradients(trainer)

@@ -32,6 +32,8 @@ from hf_contrastive.objectives.autotcl import AutoTCLEncoderLoss, global_infonce
 from hf_contrastive.objectives.base import ContrastiveObjective, ObjectiveOutput
 from hf_contrastive.trainers.autotcl import AutoTCLTrainer, AutoTCLTrainingConfig
 
+from ..trainers.distributed_check import worker_training_args
+
 STEPS, CHANNELS, SEGMENTS = 3, 2, 16
 STEPS_PER_SERIES = 2 * SEGMENTS  # the local InfoNCE's window is the whole series
 DETERMINISTIC_GUMBEL_BIAS = 0.5 - 1e-9
@@ -125,25 +127,13 @@ class CaptureGradients(TrainerCallback):
 
 def run(per_device_batch: int, output_dir: str, per_rank_terms: int | None = None) -> dict:
     """``{"losses", "steps", "averaged_encoder", "world_size"}`` after three alternating steps on this process."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     set_seed(0)
     model = tiny_autotcl(per_rank_terms)
-    args = AutoTCLTrainingConfig(
-        output_dir=output_dir,
-        per_device_train_batch_size=per_device_batch,
-        max_steps=STEPS,
-        learning_rate=0.1,
-        optim="sgd",  # Adam's first step is lr * sign(g): it would magnify float noise in near-zero gradients
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        disable_tqdm=True,
-        ddp_backend="gloo" if distributed else None,
-    )
+    args = worker_training_args(AutoTCLTrainingConfig, output_dir, per_device_batch, STEPS)
     trainer = AutoTCLTrainer(model, args, train_dataset=tiny_series())
-    trainer.aug_optimizer = torch.optim.SGD(model.augmenter.parameters(), lr=model.config.meta_lr)  # as above
+    trainer.aug_optimizer = torch.optim.SGD(
+        model.augmenter.parameters(), lr=model.config.meta_lr
+    )  # SGD, as the encoder
     capture = CaptureGradients(model, trainer.aug_optimizer)
     trainer.add_callback(capture)
     trainer.train()

@@ -21,6 +21,8 @@ from transformers import TrainerCallback, set_seed
 from hf_contrastive.models.ts_forecaster import TSForecaster, TSForecasterConfig
 from hf_contrastive.trainers.ts_forecasting import TSForecastingConfig, TSForecastingTrainer
 
+from ..trainers.distributed_check import worker_training_args
+
 QUEUE_SIZES = (16, 12)  # global batch 8: a multiple of it, and one that wraps inside the second step's keys
 STEPS = 3
 SEQ_LEN, PRED_LEN, CHANNELS = 12, 4, 3
@@ -78,23 +80,11 @@ class CaptureMoCoState(TrainerCallback):
 def run(per_device_batch: int, output_dir: str) -> dict:
     """``{queue_size: {"losses", "steps", "world_size"}}`` after three steps of each scenario on this process."""
     windows, results = tiny_windows(), {}
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     for queue_size in QUEUE_SIZES:
         set_seed(0)
         model = tiny_forecaster(queue_size)
-        args = TSForecastingConfig(
-            output_dir=os.path.join(output_dir, str(queue_size)),
-            per_device_train_batch_size=per_device_batch,
-            max_steps=STEPS,
-            learning_rate=0.1,
-            optim="sgd",  # Adam's first step is lr * sign(g): it would magnify float noise in near-zero gradients
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            seed=0,
-            disable_tqdm=True,
-            ddp_backend="gloo" if distributed else None,
+        args = worker_training_args(
+            TSForecastingConfig, os.path.join(output_dir, str(queue_size)), per_device_batch, STEPS
         )
         trainer = TSForecastingTrainer(model, args, train_dataset=windows)
         capture = CaptureMoCoState(model)

@@ -26,6 +26,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def worker_training_args(config_class, output_dir: str, per_device_batch: int, max_steps: int = 3, **overrides):
+    """``config_class`` (a TrainingArguments subclass) for a 2-process check's worker: plain SGD at lr 0.1 (Adam's first
+    step is lr * sign(g): it would magnify float noise in near-zero gradients), a log every step, no saving, CPU,
+    seed 0, and gloo when torchrun started more than one process."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    options = {
+        "output_dir": output_dir,
+        "per_device_train_batch_size": per_device_batch,
+        "max_steps": max_steps,
+        "learning_rate": 0.1,
+        "optim": "sgd",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+        "disable_tqdm": True,
+        "ddp_backend": "gloo" if distributed else None,
+    }
+    return config_class(**{**options, **overrides})
+
+
 def torchrun(worker_module: str, *arguments: str, processes: int = 2) -> None:
     """``torchrun --nproc_per_node 2 -m worker_module ARGUMENTS...`` from the repository root (gloo, 1 thread each);
     fails the test with the workers' stderr when they fail."""
