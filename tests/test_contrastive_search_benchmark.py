@@ -25,5 +25,6 @@ def test_benchmark_reports_positive_speeds_and_ratios_without_the_peer(tmp_path,
     for row in results:
         assert row["greedy_tokens_per_s"] > 0 and row["ours_tokens_per_s"] > 0
         assert row["ours_vs_greedy"] == row["ours_tokens_per_s"] / row["greedy_tokens_per_s"]
+        assert row["ours_vs_floor"] == row["ours_tokens_per_s"] / row["floor_tokens_per_s"] > 0
     assert [json.loads(line) for line in path.read_text().splitlines()] == results
     assert "| tiny | 1 |" in capsys.readouterr().out
