@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,8 @@ from ..hub import CardEvalResult
 
 TRAINER_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
 OBJECTIVE_STATE_FILE = "objective.pt"
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -222,7 +225,23 @@ class ObjectiveParameters:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, OBJECTIVE_STATE_FILE)
         if os.path.exists(path):
-            self.objective.load_state_dict(torch.load(path, map_location=self.args.device))
+            load_objective_state(self.objective, torch.load(path, map_location=self.args.device), path)
+
+
+def load_objective_state(objective: torch.nn.Module, state: dict, source: str) -> None:
+    """``objective.load_state_dict(state)``, strict, except for a checkpoint saved before objectives carried their
+    random state (``ResumableRandomState``): that run resumes with a warning and fresh draws instead of failing."""
+    missing, unexpected = objective.load_state_dict(state, strict=False)
+    missing_random_state = [key for key in missing if key.endswith("_extra_state")]
+    if unexpected or len(missing_random_state) < len(missing):
+        objective.load_state_dict(state)  # raises, naming every mismatched key
+    if missing_random_state:
+        logger.warning(
+            "%s has no random state for %s (saved by an older hf_contrastive): the resumed run draws fresh random "
+            "numbers there, so it will not repeat the uninterrupted run exactly.",
+            source,
+            missing_random_state,
+        )
 
 
 class ZeroObjectiveGradients(TrainerCallback):

@@ -164,3 +164,21 @@ def assert_equal_random_state(got: dict, expected: dict) -> None:
     for name, value in expected.items():
         same = torch.equal(got[name], value) if isinstance(value, torch.Tensor) else got[name] == value
         assert same, f"random state {name!r} differs"
+
+
+def test_a_checkpoint_without_random_state_loads_with_a_warning_and_other_mismatches_still_fail(caplog):
+    from hf_contrastive.trainers.common import load_objective_state
+
+    case = CASES["hydra"]()
+    saved = case.build().state_dict()
+    old_format = {key: value for key, value in saved.items() if not key.endswith("_extra_state")}
+    objective = case.build()
+    with caplog.at_level("WARNING", logger="hf_contrastive.trainers.common"):
+        load_objective_state(objective, old_format, "checkpoint-2/objective.pt")
+    assert "checkpoint-2/objective.pt has no random state for ['_extra_state']" in caplog.text
+    for key, value in old_format.items():  # everything the old checkpoint had is loaded
+        torch.testing.assert_close(objective.state_dict()[key], value, rtol=0, atol=0)
+
+    parameter = next(key for key in old_format if not key.endswith("_extra_state"))
+    with pytest.raises(RuntimeError, match=parameter):
+        load_objective_state(case.build(), {k: v for k, v in saved.items() if k != parameter}, "objective.pt")
