@@ -27,24 +27,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 
 from .. import distributed
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card
-from .common import TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
+from .common import GuardedTrainingArguments, TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 
 @dataclass
-class AutoTCLTrainingConfig(TrainingArguments):
+class AutoTCLTrainingConfig(GuardedTrainingArguments):
     """``TrainingArguments`` with AutoTCL's ETTh1 univariate defaults (batch 32, AdamW lr 3e-5, decay 0.01)."""
 
     learning_rate: float = field(default=3e-5, metadata={"help": "Encoder AdamW learning rate (ETTh1 preset)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay of both optimizers (default)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Series chunks per batch (preset)."})
     lr_scheduler_type: str = field(default="constant", metadata={"help": "The released code keeps lr constant."})
-    raise_on_nonfinite_loss: bool = field(
-        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
-    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: rows are past_values only."})
 
 

@@ -11,10 +11,11 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainingArguments
 
 from .. import distributed
 from ..hub import CardEvalResult
@@ -23,6 +24,16 @@ TRAINER_METRICS = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval
 OBJECTIVE_STATE_FILE = "objective.pt"
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GuardedTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the switch of :class:`TrainerBookkeeping`'s finite-loss guard: the base of every
+    trainer configuration of the library."""
+
+    raise_on_nonfinite_loss: bool = field(
+        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
+    )
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from ..cache import GradientCache, embed_by_plan, plan_mini_batches
 from ..data import ContrastiveCollator, NoDuplicatesBatchSampler, infer_text_columns, validate_contrastive_columns
@@ -27,13 +27,19 @@ from ..models.encoder import ContrastiveEncoder
 from ..models.packed import enable_unpadding
 from ..objectives import ContrastiveObjective, build_objective, split_columns
 from ..objectives.info_nce import negative_columns
-from .common import ObjectiveParameters, TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
+from .common import (
+    GuardedTrainingArguments,
+    ObjectiveParameters,
+    TrainerBookkeeping,
+    card_repo_id,
+    evaluation_by_evaluator_only,
+)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ContrastiveConfig(TrainingArguments):
+class ContrastiveConfig(GuardedTrainingArguments):
     """``TrainingArguments`` plus the contrastive settings; every field can be set from a recipe YAML."""
 
     objective: str = field(default="info_nce", metadata={"help": "Objective name (see hf_contrastive.objectives)."})
@@ -95,9 +101,6 @@ class ContrastiveConfig(TrainingArguments):
             "wrapped with the trained model's pooling; it must use the same tokenizer. Default: a frozen copy of the "
             "model as it is when the trainer is built."
         },
-    )
-    raise_on_nonfinite_loss: bool = field(
-        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: contrastive columns are not model forward arguments."}

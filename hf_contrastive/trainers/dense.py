@@ -27,16 +27,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from ..data.segmentation import SegmentationCollator, check_segmentation_dataset
-from .common import TrainerBookkeeping, evaluation_by_evaluator_only
+from .common import GuardedTrainingArguments, TrainerBookkeeping, evaluation_by_evaluator_only
 
 NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
 
 
 @dataclass
-class DenseCLIPTrainingConfig(TrainingArguments):
+class DenseCLIPTrainingConfig(GuardedTrainingArguments):
     """``TrainingArguments`` with DenseCLIP's optimiser defaults and the segmentation data columns."""
 
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the head (paper: 1e-4)."})
@@ -54,9 +54,6 @@ class DenseCLIPTrainingConfig(TrainingArguments):
     )
     image_column: str = field(default="image", metadata={"help": "Column with the images."})
     mask_column: str = field(default="label", metadata={"help": "Column with the H x W class-id masks."})
-    raise_on_nonfinite_loss: bool = field(
-        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
-    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator reads the image and mask columns."}
     )

@@ -37,20 +37,20 @@ from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 
 from ..data.recsys import TripleSampler
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card
 from ..models.graph_rec import LightGCN
 from ..objectives import build_objective
 from ..objectives.bpr import GraphRecObjective
-from .common import TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
+from .common import GuardedTrainingArguments, TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 DEFAULT_OBJECTIVES = {"lightgcn": "bpr", "xsimgcl": "xsimgcl", "dccf": "dccf"}
 
 
 @dataclass
-class GraphRecConfig(TrainingArguments):
+class GraphRecConfig(GuardedTrainingArguments):
     """``TrainingArguments`` with the graph-CF papers' defaults and the objective and triple sampling."""
 
     objective: str | None = field(
@@ -72,9 +72,6 @@ class GraphRecConfig(TrainingArguments):
     per_device_train_batch_size: int = field(default=2048, metadata={"help": "Triples per step and rank (SELFRec)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (both papers: 1e-3)."})
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Constant learning rate (both papers)."})
-    raise_on_nonfinite_loss: bool = field(
-        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
-    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches are triples."})
 
     def __post_init__(self):

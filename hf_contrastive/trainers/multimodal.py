@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 
 from ..cache import GradientCache
 from ..data.multimodal import (
@@ -36,7 +36,13 @@ from ..data.multimodal import (
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card, dataset_statistics, encoder_details
 from ..models.clip import image_embeddings, text_embeddings
 from ..objectives import ContrastiveObjective, build_objective
-from .common import ObjectiveParameters, TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
+from .common import (
+    GuardedTrainingArguments,
+    ObjectiveParameters,
+    TrainerBookkeeping,
+    card_repo_id,
+    evaluation_by_evaluator_only,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ ColumnEmbeddings = dict[str, dict[str, torch.Tensor]]  # {column: {embedding nam
 
 
 @dataclass
-class MultiModalConfig(TrainingArguments):
+class MultiModalConfig(GuardedTrainingArguments):
     """``TrainingArguments`` plus the multimodal contrastive settings; every field can be set from a recipe YAML."""
 
     objective: str = field(default="clip", metadata={"help": "Objective name (see hf_contrastive.objectives)."})
@@ -93,9 +99,6 @@ class MultiModalConfig(TrainingArguments):
     )
     validation_rows: int = field(
         default=256, metadata={"help": "Rows checked before training (all of a smaller dataset)."}
-    )
-    raise_on_nonfinite_loss: bool = field(
-        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the columns are not model forward arguments."}

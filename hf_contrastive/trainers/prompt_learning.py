@@ -23,14 +23,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from ..data.multimodal import MultiModalCollator, process_images, validate_multimodal_dataset
-from .common import TrainerBookkeeping, evaluation_by_evaluator_only
+from .common import GuardedTrainingArguments, TrainerBookkeeping, evaluation_by_evaluator_only
 
 
 @dataclass
-class PromptLearningConfig(TrainingArguments):
+class PromptLearningConfig(GuardedTrainingArguments):
     """``TrainingArguments`` for :class:`PromptLearningTrainer`; MoCoOp's SGD, warmup and clipping are set by the recipe."""
 
     vision_layernorm_lr_ratio: float = field(
@@ -39,7 +39,6 @@ class PromptLearningConfig(TrainingArguments):
     image_column: str = field(default="image", metadata={"help": "Dataset column of the images."})
     label_column: str = field(default="label", metadata={"help": "Dataset column of the class indices."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "The collator reads the raw columns."})
-    raise_on_nonfinite_loss: bool = field(default=True, metadata={"help": "Stop on a NaN / inf loss."})
 
 
 class ImageLabelCollator:

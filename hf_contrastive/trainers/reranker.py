@@ -24,19 +24,19 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from ..data.reranking import validate_reranker_dataset
 from ..hub import CardEvalResult, dataset_statistics
 from ..models.reranker import AnswerTokenReranker, RerankerCardData, RerankerSettings, reranker_model_card
 from ..objectives.reranking import CL_SCORES, LOSSES, SCHEMES, SCORE_KINDS, URL_NORMALIZATIONS, RerankingObjective
-from .common import TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
+from .common import GuardedTrainingArguments, TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 _SETTINGS_FIELDS = ("prompt_template", "instruction", "yes_token", "no_token", "max_length")
 
 
 @dataclass
-class RerankerConfig(TrainingArguments):
+class RerankerConfig(GuardedTrainingArguments):
     """``TrainingArguments`` plus the reranker's loss, prompt and answer settings (every field fits a recipe YAML)."""
 
     loss: str = field(
@@ -100,9 +100,6 @@ class RerankerConfig(TrainingArguments):
     diagnostics: bool = field(
         default=True,
         metadata={"help": "Log the SFT/CL weights on positives and negatives and the w_yes / w_yes - w_no norms."},
-    )
-    raise_on_nonfinite_loss: bool = field(
-        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: reranker rows are not model forward arguments."}

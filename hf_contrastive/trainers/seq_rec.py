@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from ..evaluation.recsys import SequenceScoreFn, pad_sequences
 from ..hub import CardEvalResult, ContrastiveCardData, build_model_card
 from ..models.seq_rec import SequenceAugmentation
 from ..objectives import ContrastiveObjective, build_objective
-from .common import TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
+from .common import GuardedTrainingArguments, TrainerBookkeeping, card_repo_id, evaluation_by_evaluator_only
 
 AUGMENTER_OPTIMIZER_FILE = "augmenter_optimizer.pt"
 SASREC_CITATION = """@inproceedings{kang2018sasrec,
@@ -54,7 +54,7 @@ SASREC_CITATION = """@inproceedings{kang2018sasrec,
 
 
 @dataclass
-class SeqRecConfig(TrainingArguments):
+class SeqRecConfig(GuardedTrainingArguments):
     """``TrainingArguments`` with MCLRec's optimiser defaults, the objective and the augmentation ratios."""
 
     objective: str | None = field(
@@ -76,9 +76,6 @@ class SeqRecConfig(TrainingArguments):
     max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping; 0 = none (RecBole default)."})
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Constant learning rate (RecBole)."})
     per_device_train_batch_size: int = field(default=256, metadata={"help": "Sequences per device (MCLRec: 256)."})
-    raise_on_nonfinite_loss: bool = field(
-        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
-    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator reads the history and target columns."}
     )

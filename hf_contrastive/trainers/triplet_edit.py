@@ -71,14 +71,14 @@ from ..objectives.superedit import (
     denoising_target,
     triplet_mask,
 )
-from .common import TrainerBookkeeping, card_repo_id
+from .common import GuardedTrainingArguments, TrainerBookkeeping, card_repo_id
 
 START_STEP_COUNTERS = ("global", "epoch_local")
 EMA_FOLDER = "unet_ema"
 
 
 @dataclass
-class TripletEditConfig(TrainingArguments):
+class TripletEditConfig(GuardedTrainingArguments):
     """``TrainingArguments`` with SuperEdit's defaults (``superedit/instruct_pix2pix/train_sd15.sh``)."""
 
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the UNet (paper: 1e-4)."})
@@ -111,9 +111,6 @@ class TripletEditConfig(TrainingArguments):
     validation_inference_steps: int = field(default=20, metadata={"help": "Denoising steps of validation edits."})
     validation_guidance_scale: float = field(default=7.5, metadata={"help": "Text guidance of validation edits."})
     validation_image_guidance_scale: float = field(default=1.5, metadata={"help": "Image guidance of them."})
-    raise_on_nonfinite_loss: bool = field(
-        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
-    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator reads the editing columns."}
     )

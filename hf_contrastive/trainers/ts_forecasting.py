@@ -42,19 +42,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, Trainer
 
 from ..evaluation.forecasting import forecast_errors
 from ..hub import CardEvalResult
 from ..models.ts_forecaster import forecaster_model_card
-from .common import TrainerBookkeeping, card_repo_id
+from .common import GuardedTrainingArguments, TrainerBookkeeping, card_repo_id
 from .ema import EMAUpdate
 
 WINDOW_COLUMNS = ("past_values", "future_values")
 
 
 @dataclass
-class TSForecastingConfig(TrainingArguments):
+class TSForecastingConfig(GuardedTrainingArguments):
     """``TrainingArguments`` with the reference's optimiser, batch and schedule, and forecast-MSE model selection."""
 
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (reference: 1e-3)."})
@@ -69,9 +69,6 @@ class TSForecastingConfig(TrainingArguments):
         default="mse", metadata={"help": "Validation forecast MSE selects the best checkpoint (reference)."}
     )
     greater_is_better: bool | None = field(default=False, metadata={"help": "Lower MSE is better."})
-    raise_on_nonfinite_loss: bool = field(
-        default=True, metadata={"help": "Stop with an error at the first NaN/inf loss instead of training on."}
-    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: rows carry only the windows."})
 
 
